@@ -1,0 +1,2 @@
+"""One package per paper; each registers its experiments on import
+(see registry.discover)."""
