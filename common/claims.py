@@ -66,6 +66,11 @@ class Claim:
         refs = _REF.findall(self.expect or "")
         return ([self.metric] if self.metric else []) + [r for r in refs if r != self.metric]
 
+    @property
+    def checkable(self) -> bool:
+        """Has something to check ours against (an ordering, or a reported number)."""
+        return self.expect is not None or isinstance(self.reported, (int, float))
+
     def reported_str(self) -> str:
         if self.reported is None:
             return "-"
@@ -285,20 +290,20 @@ def _verdict(c: Claim, profile: str, runs: list[dict]) -> Row:
     return row
 
 
+def counts(rows: list[Row], profile: str) -> tuple[int, int]:
+    """(reproduced, checkable) at ``profile``: claims expected to hold there
+    that have something to check against."""
+    checkable = [r for r in rows if r.profile == profile and r.claim.checkable
+                 and profile in r.claim.profiles]
+    return sum(r.verdict == REPRODUCED for r in checkable), len(checkable)
+
+
 def summary(rows: list[Row]) -> str:
-    """'k/n reproduced' over the claims that are checkable at each profile."""
     parts = []
     for profile in dict.fromkeys(r.profile for r in rows):
-        checkable = [r for r in rows if r.profile == profile
-                     and r.verdict in (REPRODUCED, DEVIATES, NOT_RUN)]
-        held = sum(r.verdict == REPRODUCED for r in checkable)
-        parts.append(f"{held}/{len(checkable)} reproduced" if checkable else "no checkable claims")
+        held, total = counts(rows, profile)
+        parts.append(f"{held}/{total} reproduced" if total else "no checkable claims")
     return "; ".join(parts)
-
-
-def counts(rows: list[Row], profile: str) -> tuple[int, int]:
-    checkable = [r for r in rows if r.profile == profile and r.verdict in (REPRODUCED, DEVIATES, NOT_RUN)]
-    return sum(r.verdict == REPRODUCED for r in checkable), len(checkable)
 
 
 def format_table(rows: list[Row]) -> str:

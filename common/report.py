@@ -122,7 +122,8 @@ def build_experiment(exp: Experiment, runs_dir=None, reports_dir=None, profiles=
         figures = make_figures(exp, best, fig_dir)
     rows = claims_mod.compare(exp, records)
     write_results(exp, records, rows, reports_dir, figures)
-    _update_paper_readme(exp, rows, records)
+    if runs.reports_root(reports_dir).resolve() == (ROOT / "reports").resolve():
+        _update_paper_readme(exp, rows, records)  # only the hub's own reports feed the READMEs
     return rows, records
 
 

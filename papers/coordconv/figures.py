@@ -23,9 +23,9 @@ def data_examples(record, out):
     squares, onehots = M.square_images(picks), M.onehot_images(picks)
     fig, axes = plotting.subplots(2, 7, figsize=(14, 4.4))
     for i in range(5):
-        axes[0, i].imshow(squares[i, 0], cmap="gray")
+        axes[0, i].imshow(squares[i, 0].numpy(), cmap="gray")
         axes[0, i].set_title(f"centre ({picks[i, 0]}, {picks[i, 1]})", fontsize=9)
-        axes[1, i].imshow(onehots[i, 0], cmap="gray")
+        axes[1, i].imshow(onehots[i, 0].numpy(), cmap="gray")
     for j, kind in enumerate(("uniform", "quadrant")):
         split = record.result(f"split_{kind}")
         canvas = np.full((M.CANVAS, M.CANVAS), np.nan)

@@ -1,0 +1,65 @@
+"""Run records: atomic writes, weights-only checkpoints, choosing runs for reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from common import device, runs
+from common.train import batches
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "metrics.json"
+    runs.atomic_write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        runs.atomic_write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left
+
+
+def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
+    device.seed_everything(3)
+    state = device.rng_state()
+    runs.atomic_torch_save({"rng": state}, tmp_path / "c.pt")
+    a = (torch.rand(3), __import__("numpy").random.rand(), __import__("random").random())
+    device.seed_everything(99)
+    device.set_rng_state(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
+    b = (torch.rand(3), __import__("numpy").random.rand(), __import__("random").random())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_records_for_report_picks_latest_complete_per_seed(tmp_path):
+    base = tmp_path / "runs" / "exp"
+    for name, profile, seed, status in [("20260101-000000-cpu-s0", "cpu", 0, "complete"),
+                                        ("20260102-000000-cpu-s0", "cpu", 0, "complete"),
+                                        ("20260103-000000-cpu-s0", "cpu", 0, "failed"),
+                                        ("20260101-000000-cpu-s1", "cpu", 1, "complete"),
+                                        ("20260101-000000-smoke-s0", "smoke", 0, "complete")]:
+        (base / name).mkdir(parents=True)
+        (base / name / "run.json").write_text(json.dumps(
+            {"experiment": "exp", "profile": profile, "seed": seed, "status": status}))
+    recs = runs.records_for_report("exp", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "rep")
+    assert [r.id for r in recs] == ["20260102-000000-cpu-s0", "20260101-000000-cpu-s1"]
+    smoke = runs.records_for_report("exp", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "rep",
+                                    profiles=["smoke"])
+    assert [r.profile for r in smoke] == ["smoke"]
+
+
+def test_batches_cover_every_sample_once():
+    x = torch.arange(10)
+    seen = torch.cat([b for (b,) in batches(x, batch_size=3, shuffle=True,
+                                            generator=torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
+    assert [len(b) for (b,) in batches(x, batch_size=3, drop_last=True)] == [3, 3, 3]
+    with pytest.raises(ValueError):
+        next(batches(x, torch.arange(3), batch_size=2))
+
+
+def test_pick_device():
+    assert device.pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="no CUDA"):
+            device.pick_device("cuda")
