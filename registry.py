@@ -17,6 +17,7 @@ import argparse
 import difflib
 import importlib
 import pkgutil
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and hasattr(signal, "SIGPIPE"):  # `python -m registry list | head`
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -55,12 +55,14 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _runs_table(records: list[runs.RunRecord], folder: Path) -> str:
-    lines = ["| run | profile | seed | commit | wall-clock | device |", "|---|---|---|---|---|---|"]
+    lines = ["| run | profile | seed | commit | wall-clock | CPU time | device |",
+             "|---|---|---|---|---|---|---|"]
     for r in records:
         git = r.meta.get("git") or {}
         commit = (git.get("commit") or "?")[:10] + (" (dirty)" if git.get("dirty") else "")
         lines.append(f"| [{r.id}]({_rel(r.path, folder)}/run.json) | {r.profile} | {r.seed} | "
                      f"{commit} | {runs._fmt_seconds(r.meta.get('wall_seconds', 0))} | "
+                     f"{runs._fmt_seconds(r.meta['cpu_seconds']) if 'cpu_seconds' in r.meta else '-'} | "
                      f"{r.meta.get('device_name', '?')} |")
     return "\n".join(lines)
 

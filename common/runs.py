@@ -186,7 +186,10 @@ def latest_run(experiment: str, runs_dir=None, profile=None) -> RunRecord | None
     return done[-1] if done else None
 
 
-def find_run(experiment: str, run: str | None, runs_dir=None, reports_dir=None) -> RunRecord:
+def find_run(experiment: str, run: str | None, runs_dir=None, reports_dir=None,
+             archived: bool = True) -> RunRecord:
+    """A run by folder path or id (in runs/, then in the report archive unless
+    ``archived`` is False); None means the newest complete one."""
     if run is None:
         pool = {r.id: r for r in archived_runs(experiment, reports_dir)}
         pool.update({r.id: r for r in list_runs(experiment, runs_dir)})
@@ -195,12 +198,13 @@ def find_run(experiment: str, run: str | None, runs_dir=None, reports_dir=None) 
             raise ReproError(f"no complete run of {experiment} yet: "
                              f"python -m registry run {experiment} --profile smoke")
         return done[-1]
-    for candidate in (Path(run), runs_root(runs_dir) / experiment / run,
-                      reports_root(reports_dir) / experiment / "runs" / run):
+    candidates = [Path(run), runs_root(runs_dir) / experiment / run]
+    if archived:
+        candidates.append(reports_root(reports_dir) / experiment / "runs" / run)
+    for candidate in candidates:
         if (candidate / "run.json").exists():
             return RunRecord.load(candidate)
-    raise ReproError(f"no run folder {run!r} (looked in ./, {runs_root(runs_dir) / experiment} "
-                     f"and {reports_root(reports_dir) / experiment / 'runs'})")
+    raise ReproError(f"no run folder {run!r} (looked in: {', '.join(str(c) for c in candidates)})")
 
 
 def records_for_report(experiment: str, runs_dir=None, reports_dir=None,
@@ -309,6 +313,7 @@ class RunContext:
     amp: bool = False
     _meta: dict = field(default_factory=dict, repr=False)
     _started: float = field(default_factory=time.time, repr=False)
+    _cpu_started: float = field(default_factory=time.process_time, repr=False)
 
     # ---- logging and progress
     def log(self, message: str) -> None:
@@ -385,6 +390,9 @@ class RunContext:
         """Record the wall-clock so far (a killed run keeps what it had spent)."""
         self._meta["wall_seconds"] = round(self.elapsed(), 3)
         self._meta["device_hours"] = round(self.elapsed() / 3600, 6)
+        # CPU time of this process (all threads): the cost even when the machine was shared
+        self._meta["cpu_seconds"] = round(self._meta.get("cpu_seconds_before", 0.0)
+                                          + time.process_time() - self._cpu_started, 1)
         atomic_write_json(self.run_dir / "run.json", self._meta)
 
 
@@ -489,7 +497,7 @@ def execute(exp: Experiment, *, profile=None, seed=0, device="auto", bindings=()
     bindings = list(bindings)
     meta_before: dict = {}
     if resume is not None:
-        record = find_run(exp.name, resume, runs_dir=runs_dir, reports_dir="/nonexistent")
+        record = find_run(exp.name, resume, runs_dir=runs_dir, archived=False)
         if record.experiment != exp.name:
             raise ReproError(f"{record.path} is a run of {record.experiment}, not {exp.name}")
         if record.status == "complete":
@@ -528,6 +536,7 @@ def execute(exp: Experiment, *, profile=None, seed=0, device="auto", bindings=()
             "started": meta_before.get("started") or _now(),
             "attempts": meta_before.get("attempts", 0) + 1,
             "wall_seconds_before": meta_before.get("wall_seconds", 0.0),
+            "cpu_seconds_before": meta_before.get("cpu_seconds", 0.0),
         }
         ctx = RunContext(experiment=exp, profile=profile, seed=seed, device=dev, run_dir=run_dir,
                          config_text=config_text, quiet=quiet, deterministic=deterministic,
