@@ -406,10 +406,13 @@ def _git_info() -> dict:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-    return {"commit": commit or None, "dirty": dirty if commit else None}
+    if not commit:
+        return {"commit": None, "dirty": None}
+    # the modified files, so a reader can tell whether the experiment's own code was among them
+    return {"commit": commit, "dirty": bool(changed), "dirty_files": changed[:50]}
 
 
 def _versions() -> dict:
