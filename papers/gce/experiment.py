@@ -33,9 +33,11 @@ PAPER_NOISES = (("uniform", 0.2), ("uniform", 0.4), ("uniform", 0.6), ("uniform"
 
 @gin.configurable(module="gce")
 def setup(dataset="cifar10", losses=("cce", "mae", "lq", "trunc_lq"), noises=PAPER_NOISES,
-          val_fraction=0.1, subset=0):
-    """``subset`` > 0 keeps that many training and test images (smoke tests only)."""
-    return dataset, tuple(losses), tuple(tuple(n) for n in noises), val_fraction, subset
+          val_fraction=0.1, train_subset=0, test_subset=0):
+    """``train_subset`` / ``test_subset`` > 0 keep that many images (a random, fixed subset
+    of the training set; the first test images)."""
+    return (dataset, tuple(losses), tuple(tuple(n) for n in noises), val_fraction,
+            train_subset, test_subset)
 
 
 @gin.configurable(module="gce")
@@ -47,12 +49,16 @@ def train(arch="resnet34", epochs=120, batch_size=128, lr=0.01, momentum=0.9, we
                 prune_every=prune_every, augment=augment)
 
 
-def load_data(ctx: RunContext, dataset: str, val_fraction: float, subset: int):
+def load_data(ctx: RunContext, dataset: str, val_fraction: float, train_subset: int,
+              test_subset: int):
     train_set, test_set = ctx.dataset(dataset, train=True), ctx.dataset(dataset, train=False)
     x, y = train_set.images, train_set.labels
     x_test, y_test = test_set.images, test_set.labels
-    if subset:
-        x, y, x_test, y_test = x[:subset], y[:subset], x_test[:subset], y_test[:subset]
+    if train_subset:
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:train_subset]
+        x, y = x[keep], y[keep]
+    if test_subset:
+        x_test, y_test = x_test[:test_subset], y_test[:test_subset]
     mean = x.mean(0, keepdim=True)  # per-pixel mean subtraction, as the paper
     order = torch.randperm(len(x), generator=ctx.generator("validation split"))
     n_val = int(round(val_fraction * len(x)))
@@ -123,9 +129,9 @@ def train_one(ctx: RunContext, key: str, loss_name: str, data: dict, noisy: dict
           figures=[figures.accuracy_vs_noise, figures.curves_high_noise])
 def run(ctx: RunContext) -> dict:
     """CCE vs MAE vs Lq vs truncated Lq under uniform and class-dependent label noise."""
-    dataset, losses, noises, val_fraction, subset = setup()
+    dataset, losses, noises, val_fraction, train_subset, test_subset = setup()
     cfg = train()
-    data = load_data(ctx, dataset, val_fraction, subset)
+    data = load_data(ctx, dataset, val_fraction, train_subset, test_subset)
     ctx.log(f"{dataset}: {len(data['x_train'])} train / {len(data['x_val'])} noisy-val / "
             f"{len(data['x_test'])} test images; {cfg['arch']}, {cfg['epochs']} epochs")
     metrics, histories = {}, {}
