@@ -45,7 +45,7 @@ def data_examples(record, out):
 
 
 def accuracy_vs_time(record, out):
-    """Test accuracy vs training time (best configuration per architecture)."""
+    """Test accuracy vs training CPU time (best configuration per architecture)."""
     best = record.result("best_arms")
     panels = sorted({tuple(k.split("/")[:2]) for k in best})
     fig, axes = plotting.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
@@ -60,7 +60,7 @@ def accuracy_vs_time(record, out):
         ax.set_xscale("log")
         ax.set_ylim(-3, 103)
         ax.set_title(f"{task}, {split} split")
-        ax.set_xlabel("training time (s, log)")
+        ax.set_xlabel("training CPU time (s, log)")
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=8, loc="center right")
     return plotting.save(fig, out / "accuracy_vs_time")
