@@ -130,6 +130,9 @@ def simulation_heatmaps(record, out):
     norm = mcolors.LogNorm(vmin=vmin, vmax=vmax)
     for ax, m in zip(axes, methods):
         im = ax.imshow(mats[m], origin="lower", cmap="viridis", norm=norm, aspect="auto")
+        for (i, j), v in np.ndenumerate(mats[m]):
+            ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6.5,
+                    color="white" if norm(v) < 0.6 else "black")
         ax.set_xticks(range(len(cfg["sample_sizes"])), cfg["sample_sizes"], rotation=45)
         ax.set_yticks(range(len(cfg["betas"])), cfg["betas"])
         ax.set_xlabel("K (sampled trees)")
@@ -137,8 +140,8 @@ def simulation_heatmaps(record, out):
         ax.grid(False)
     axes[0].set_ylabel("β (Dirichlet concentration)")
     fig.colorbar(im, ax=list(axes), label="KL (mean over replicates)", shrink=0.9)
-    fig.suptitle(f"{cfg['n_taxa']}-taxon simulation, {record.metrics.get('replicates', '?')} "
-                 f"replicates (lower is better)")
+    fig.suptitle(f"{cfg['n_taxa']}-taxon simulation: KL(truth ‖ estimate), mean over "
+                 f"{record.metrics.get('replicates', '?')} replicate(s) (lower is better)")
     return plotting.save(fig, out / "simulation_heatmaps")
 
 
