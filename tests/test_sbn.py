@@ -384,3 +384,29 @@ def test_missing_data_lists_where_it_looked(tmp_path):
     text = str(err.value)
     assert "Looked in" in text and str(tmp_path / "sbn" / "raw_data_DS1-4") in text
     assert "--data-dir" in text
+
+
+def test_dirichlet_sampler_moments_and_tiny_beta():
+    from papers.sbn.experiment import dirichlet
+
+    rng = np.random.default_rng(0)
+    draws = np.array([dirichlet(rng, 0.5, 3) for _ in range(20000)])
+    assert np.allclose(draws.sum(1), 1.0)
+    assert np.allclose(draws.mean(0), 1 / 3, atol=0.01)
+    assert np.allclose(draws.var(0), (1 / 3) * (2 / 3) / (1.5 + 1), rtol=0.05)
+    p = dirichlet(rng, 0.001, 10395)  # plain gamma variates underflow to 0 here
+    assert np.isfinite(p).all() and p.sum() == pytest.approx(1.0) and p.max() < 1
+
+
+@needs_data
+def test_a_changed_data_file_fails_its_checksum(tmp_path):
+    import shutil
+
+    src = sbn_root() / "sbn"
+    for kind in ("raw_data_DS1-4", "short_run_data_DS1-4"):
+        shutil.copytree(src / kind / "DS2", tmp_path / "sbn" / kind / "DS2")
+    assert len(D.load("DS2", tmp_path).truth_ids) == 42
+    f = tmp_path / "sbn" / "short_run_data_DS1-4" / "DS2" / "rep_3" / "DS2.trprobs"
+    f.write_text(f.read_text().replace("[&W 0.", "[&W 0.0", 1))
+    with pytest.raises(ReproError, match="rep_3/DS2.trprobs fails its checksum"):
+        D.load("DS2", tmp_path)
