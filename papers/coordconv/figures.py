@@ -58,6 +58,7 @@ def accuracy_vs_time(record, out):
             ax.plot([x["train_time"] for x in h], [x["test_acc"] for x in h], "o-", ms=3,
                     color=COLORS[arch], label=f"{LABELS[arch]} ({arm['params']:,} params)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plotting.plt().NullFormatter())  # no crowded minor labels
         ax.set_ylim(-3, 103)
         ax.set_title(f"{task}, {split} split")
         ax.set_xlabel("training CPU time (s, log)")
