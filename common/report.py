@@ -37,13 +37,14 @@ def make_figures(exp: Experiment, record: runs.RunRecord, out_dir=None) -> list[
 
 
 def _archive(record: runs.RunRecord, dest: Path) -> runs.RunRecord:
-    """Copy a run record, without checkpoints, into the report's runs/ folder."""
+    """Copy a run record into the report's runs/ folder, without its checkpoints and
+    the resume cache results/steps/ (figures read only the other results)."""
     target = dest / record.id
     if record.path.resolve() == target.resolve():
         return record
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(record.path, target, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"))
+    shutil.copytree(record.path, target, ignore=shutil.ignore_patterns("checkpoints", "steps", "*.tmp"))
     return runs.RunRecord.load(target)
 
 

@@ -75,8 +75,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+def atomic_write_json(path: Path, obj: Any, compact: bool = False) -> None:
+    """Write ``obj`` as JSON atomically: indented for people (run.json, metrics.json),
+    or ``compact`` for machine-read results (arrays of maps, curves), which
+    indentation would inflate several times."""
+    text = json.dumps(obj, default=_json_default, **(
+        {"separators": (",", ":")} if compact else {"indent": 2}))
+    atomic_write_text(path, text + "\n")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -333,7 +338,7 @@ class RunContext:
     # ---- saved results, read later by figures
     def save_json(self, name: str, obj: Any) -> Path:
         path = self.run_dir / "results" / f"{name}.json"
-        atomic_write_json(path, obj)
+        atomic_write_json(path, obj, compact=True)
         return path
 
     def save_tensors(self, name: str, tensors: dict) -> Path:
@@ -356,7 +361,7 @@ class RunContext:
             return json.loads(path.read_text())
         devices.seed_everything(self.seed_for(key))
         result = fn()
-        atomic_write_json(path, result)
+        atomic_write_json(path, result, compact=True)
         self.heartbeat()
         return json.loads(path.read_text())
 
