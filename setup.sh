@@ -16,4 +16,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+# torchattacks (test cross-check of the attacks) without its pinned requirements,
+# which would pull another torch; what it needs at import is already installed.
+.venv/bin/python -m pip install -q --no-deps "torchattacks==3.5.1"
 echo "setup.sh: ready (.venv/bin/python -m registry list)"
