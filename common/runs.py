@@ -84,6 +84,16 @@ def atomic_write_json(path: Path, obj: Any, compact: bool = False) -> None:
     atomic_write_text(path, text + "\n")
 
 
+def _own_storage(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _own_storage(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_own_storage(v) for v in obj)
+    return obj
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     with _atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -342,8 +352,10 @@ class RunContext:
         return path
 
     def save_tensors(self, name: str, tensors: dict) -> Path:
+        """Save a (nested) dict of tensors; each is cloned first, so that a slice
+        of a large tensor does not drag its whole storage into the file."""
         path = self.run_dir / "results" / f"{name}.pt"
-        atomic_torch_save(tensors, path)
+        atomic_torch_save(_own_storage(tensors), path)
         return path
 
     # ---- sub-runs and resumption
