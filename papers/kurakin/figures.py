@@ -26,7 +26,7 @@ def accuracy_over_training(record, out):
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{cfg['setup']['monitor_images']} held-out test images; FGSM (true label) at "
                  f"eps {cfg['train']['eps_max']}", fontsize=9)
-    ax.legend(fontsize=6.5, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.17))  # below the axes: the curves fill the plot
     return plotting.save(fig, out / "accuracy_over_training")
 
 
