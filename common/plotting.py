@@ -35,3 +35,22 @@ def save(fig, path: Path, dpi: int = 130) -> Path:
         fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     plt().close(fig)
     return path
+
+
+def prediction_grid(rows, labels, title: str, label_size: float = 8):
+    """A grid of grey images in [0, 1]: one row per ``(name, images (N, 1, H, W),
+    predictions (N,))``, one column per sample, each titled by its predicted class
+    (red where it differs from ``labels``).  Returns the figure."""
+    n = len(labels)
+    fig, axes = subplots(len(rows), n, figsize=(1.1 * n, 1.35 * len(rows)), squeeze=False)
+    for r, (name, images, pred) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(images[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            ok = int(pred[c]) == int(labels[c])
+            ax.set_title(str(int(pred[c])), fontsize=8, color="black" if ok else "red")
+            if c == 0:
+                ax.set_ylabel(name, fontsize=label_size)
+    fig.suptitle(title, fontsize=9)
+    return fig

@@ -59,20 +59,9 @@ def fgsm_examples(record, out):
     ex = record.result("examples")
     x, y = ex["x"], ex["y"]
     names = [k.split("/")[0] for k in ex if k.endswith("/adv")]
-    n = len(x)
-    fig, axes = plotting.subplots(len(names) + 1, n, figsize=(1.05 * n, 1.3 * (len(names) + 1)),
-                                  squeeze=False)
     rows = [("clean", x, y)] + [(STYLE.get(nm, (nm,))[0].replace("adv. training: ", ""),
                                  ex[f"{nm}/adv"], ex[f"{nm}/pred_adv"]) for nm in names]
-    for r, (label, images, pred) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r][c]
-            ax.imshow(images[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            ok = int(pred[c]) == int(y[c])
-            ax.set_title(str(int(pred[c])), fontsize=8, color="black" if ok else "red")
-            if c == 0:
-                ax.set_ylabel(label, fontsize=6.5)
-    fig.suptitle(f"FGSM (true label) at eps {float(ex['eps']):g} against each network "
-                 f"(titles: its prediction; first row: true class)", fontsize=9)
+    fig = plotting.prediction_grid(
+        rows, y, f"FGSM (true label) at eps {float(ex['eps']):g} against each network "
+        f"(titles: its prediction; first row: true class)", label_size=6.5)
     return plotting.save(fig, out / "fgsm_examples")

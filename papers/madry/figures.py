@@ -41,18 +41,9 @@ def adversarial_examples(record, out):
     for kind in ("natural", "adversarial"):
         if f"{kind}/adv" in ex:
             rows.append((f"vs {kind}", ex[f"{kind}/adv"], ex[f"{kind}/pred_adv"]))
-    fig, axes = plotting.subplots(len(rows), n, figsize=(1.1 * n, 1.35 * len(rows)), squeeze=False)
-    for r, (name, images, pred) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r][c]
-            ax.imshow(images[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            ok = int(pred[c]) == int(y[c])
-            ax.set_title(str(int(pred[c])), fontsize=8, color="black" if ok else "red")
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    fig.suptitle(f"PGD-{cfg['evaluate']['steps']} adversarials at L-inf eps = {cfg['evaluate']['eps']} "
-                 f"(titles: predicted class, red = wrong)", fontsize=9)
+    fig = plotting.prediction_grid(
+        rows, y, f"PGD-{cfg['evaluate']['steps']} adversarials at L-inf eps = {cfg['evaluate']['eps']} "
+        f"(titles: predicted class, red = wrong)")
     return plotting.save(fig, out / "adversarial_examples")
 
 

@@ -63,20 +63,9 @@ def adversarial_examples(record, out):
     eps = cfg["train"]["eps"]
     rows = [("clean", ex["x"], ex["pred_clean"])] + [
         (f"{NORM[n]} {eps[n]:g}", ex[f"{n}/adv"], ex[f"{n}/pred"]) for n in ("linf", "l1", "l2")]
-    n = len(ex["x"])
-    fig, axes = plotting.subplots(len(rows), n, figsize=(1.1 * n, 1.35 * len(rows)), squeeze=False)
-    for r, (label, images, pred) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r][c]
-            ax.imshow(images[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            ok = int(pred[c]) == int(ex["y"][c])
-            ax.set_title(str(int(pred[c])), fontsize=8, color="black" if ok else "red")
-            if c == 0:
-                ax.set_ylabel(label, fontsize=8)
     model = cfg.get("examples_model") or "?"
-    fig.suptitle(f"adversarial examples against {NAMES.get(model, model)} "
-                 f"(titles: predicted class, red = wrong)", fontsize=9)
+    fig = plotting.prediction_grid(rows, ex["y"], f"adversarial examples against {NAMES.get(model, model)} "
+                                   f"(titles: predicted class, red = wrong)")
     return plotting.save(fig, out / "adversarial_examples")
 
 
