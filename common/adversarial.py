@@ -36,6 +36,18 @@ import torch.nn.functional as F
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def mnist_arrays(ctx, train_subset: int = 0) -> dict:
+    """MNIST as tensors for the adversarial-training experiments: ``x_train``,
+    ``y_train`` (optionally a fixed random subset of ``train_subset`` images, the same
+    for every seed), ``x_test``, ``y_test``."""
+    train_set, test_set = ctx.dataset("mnist", train=True), ctx.dataset("mnist", train=False)
+    x, y = train_set.images, train_set.labels
+    if train_subset:
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:train_subset]
+        x, y = x[keep], y[keep]
+    return {"x_train": x, "y_train": y, "x_test": test_set.images, "y_test": test_set.labels}
+
+
 class MadryCNN(nn.Module):
     """Madry et al.'s MNIST network (MadryLab/mnist_challenge model.py): conv 5x5
     (32) - max-pool 2 - conv 5x5 (64) - max-pool 2 - fully connected 1024 - 10,

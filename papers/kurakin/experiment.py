@@ -15,7 +15,7 @@ import gin
 import torch
 
 from common import robustness as R
-from common.adversarial import MadryCNN, mixed_batch_loss
+from common.adversarial import MadryCNN, mixed_batch_loss, mnist_arrays
 from common.runs import RunContext
 from common.train import accuracy, batches, count_parameters, cross_entropy_loss, train_epoch
 from papers.kurakin import figures
@@ -127,14 +127,9 @@ def example_grid(models: dict, data: dict, eps: float, n: int, device) -> dict:
 def run(ctx: RunContext) -> dict:
     """One-step adversarial training (FGSM, FGSM on predictions, step l.l.) and label leaking."""
     scfg, tcfg, ecfg = setup(), train(), evaluate()
-    train_set, test_set = ctx.dataset("mnist", train=True), ctx.dataset("mnist", train=False)
-    x, y = train_set.images, train_set.labels
-    if scfg["train_subset"]:
-        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:scfg["train_subset"]]
-        x, y = x[keep], y[keep]
-    data = {"x_train": x, "y_train": y, "x_test": test_set.images, "y_test": test_set.labels}
-    monitor = (test_set.images[-scfg["monitor_images"]:], test_set.labels[-scfg["monitor_images"]:])
-    ctx.log(f"MNIST: {len(x)} training images; one-step attacks on the first {scfg['eval_images']} "
+    data = mnist_arrays(ctx, scfg["train_subset"])
+    monitor = (data["x_test"][-scfg["monitor_images"]:], data["y_test"][-scfg["monitor_images"]:])
+    ctx.log(f"MNIST: {len(data['x_train'])} training images; one-step attacks on the first {scfg['eval_images']} "
             f"test images, iterative on the first {scfg['iterative_images']}; per-epoch monitor on "
             f"the last {scfg['monitor_images']}")
     metrics, histories, models = {}, {}, {}

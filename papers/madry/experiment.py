@@ -16,7 +16,7 @@ import gin
 import torch
 
 from common import robustness as R
-from common.adversarial import MadryCNN, madry_loss
+from common.adversarial import MadryCNN, madry_loss, mnist_arrays
 from common.runs import RunContext
 from common.train import accuracy, batches, count_parameters, cross_entropy_loss, train_epoch
 from papers.madry import figures
@@ -57,15 +57,6 @@ def evaluate(eps=0.3, steps=100, step_size=0.01, extra_steps=(40,), restarts=50,
     return dict(eps=eps, steps=steps, step_size=step_size, extra_steps=tuple(extra_steps),
                 restarts=restarts, linf_grid=tuple(linf_grid), l2_grid=tuple(l2_grid),
                 curve_steps=curve_steps, examples=examples)
-
-
-def load_data(ctx: RunContext, cfg: dict) -> dict:
-    train_set, test_set = ctx.dataset("mnist", train=True), ctx.dataset("mnist", train=False)
-    x, y = train_set.images, train_set.labels
-    if cfg["train_subset"]:
-        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:cfg["train_subset"]]
-        x, y = x[keep], y[keep]
-    return {"x_train": x, "y_train": y, "x_test": test_set.images, "y_test": test_set.labels}
 
 
 def train_model(ctx: RunContext, kind: str, data: dict, cfg: dict, width: float,
@@ -156,7 +147,7 @@ def example_grid(models: dict, data: dict, cfg: dict, device, generator) -> dict
 def run(ctx: RunContext) -> dict:
     """PGD adversarial training vs natural training on MNIST, leaderboard attacks at eps 0.3."""
     scfg, tcfg, ecfg = setup(), train(), evaluate()
-    data = load_data(ctx, scfg)
+    data = mnist_arrays(ctx, scfg["train_subset"])
     monitor = (data["x_test"][-scfg["monitor_images"]:], data["y_test"][-scfg["monitor_images"]:])
     ctx.log(f"MNIST: {len(data['x_train'])} training images; evaluation on the first "
             f"{scfg['eval_images']} test images (monitor: the last {scfg['monitor_images']})")

@@ -18,7 +18,7 @@ import torch
 from common import attacks as A
 from common import decision_attacks as D
 from common import robustness as R
-from common.adversarial import MadryCNN, multi_perturbation_loss
+from common.adversarial import MadryCNN, mnist_arrays, multi_perturbation_loss
 from common.runs import RunContext
 from common.train import accuracy, batches, count_parameters, cross_entropy_loss, train_epoch
 from papers.tramer_boneh import figures
@@ -162,14 +162,9 @@ def example_grid(model, data: dict, tcfg: dict, ecfg: dict, device, generator) -
 def run(ctx: RunContext) -> dict:
     """Adversarial training for L-inf, L1, L2 alone and together (avg / max strategies)."""
     scfg, tcfg, ecfg = setup(), train(), evaluate()
-    train_set, test_set = ctx.dataset("mnist", train=True), ctx.dataset("mnist", train=False)
-    x, y = train_set.images, train_set.labels
-    if scfg["train_subset"]:
-        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:scfg["train_subset"]]
-        x, y = x[keep], y[keep]
-    data = {"x_train": x, "y_train": y, "x_test": test_set.images, "y_test": test_set.labels}
-    monitor = (test_set.images[-scfg["monitor_images"]:], test_set.labels[-scfg["monitor_images"]:])
-    ctx.log(f"MNIST: {len(x)} training images; evaluation on the first {scfg['eval_images']} test "
+    data = mnist_arrays(ctx, scfg["train_subset"])
+    monitor = (data["x_test"][-scfg["monitor_images"]:], data["y_test"][-scfg["monitor_images"]:])
+    ctx.log(f"MNIST: {len(data['x_train'])} training images; evaluation on the first {scfg['eval_images']} test "
             f"images (curves: {scfg['curve_images']}; monitor: the last {scfg['monitor_images']})")
     metrics, histories, curves, examples = {}, {}, {}, {}
     for name in scfg["models"]:
