@@ -20,34 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from papers.abs import method as M  # noqa: E402
-
-
-def plain_decoders(vaes: M.ClassVAEs) -> list[nn.Sequential]:
-    """Ten ordinary decoders with the grouped network's weights."""
-    K, out = vaes.n_classes, []
-    for k in range(K):
-        layers = []
-        for mod in vaes.decoder:
-            if isinstance(mod, nn.ConvTranspose2d):
-                cin, cout = mod.in_channels // K, mod.out_channels // K
-                new = nn.ConvTranspose2d(cin, cout, mod.kernel_size, mod.stride)
-                new.weight.data = mod.weight.data[k * cin:(k + 1) * cin].clone()
-                new.bias.data = mod.bias.data[k * cout:(k + 1) * cout].clone()
-            elif isinstance(mod, nn.BatchNorm2d):
-                c = mod.num_features // K
-                new, sl = nn.BatchNorm2d(c), slice(k * c, (k + 1) * c)
-                new.running_mean.data, new.running_var.data = mod.running_mean[sl].clone(), mod.running_var[sl].clone()
-                new.weight.data, new.bias.data = mod.weight.data[sl].clone(), mod.bias.data[sl].clone()
-            else:
-                new = nn.ELU()
-            layers.append(new)
-        out.append(nn.Sequential(*layers).eval())
-    return out
 
 
 class LoopABS:
@@ -99,7 +75,7 @@ def main() -> None:
     vaes = M.ClassVAEs().eval()
     x = torch.rand(args.images, 1, 28, 28)
     ours = M.ABS(vaes, n_samples=args.samples, steps=args.steps).eval()
-    loop = LoopABS(plain_decoders(vaes), args.samples, args.steps)
+    loop = LoopABS([vaes.plain_decoder(k) for k in range(vaes.n_classes)], args.samples, args.steps)
     ours.bank()
     a, b = ours.infer(x)["scores"], loop(x)
     rel = ((a - b).abs() / b.abs()).max().item()

@@ -24,34 +24,12 @@ def _vaes(seed=0):
     return v.eval()
 
 
-def _plain_decoder(vaes: M.ClassVAEs, k: int) -> nn.Sequential:
-    """Class k's decoder as ordinary (ungrouped) layers, sliced out of the grouped ones."""
-    K = vaes.n_classes
-    layers = []
-    for mod in vaes.decoder:
-        if isinstance(mod, nn.ConvTranspose2d):
-            cin, cout = mod.in_channels // K, mod.out_channels // K
-            new = nn.ConvTranspose2d(cin, cout, mod.kernel_size, mod.stride)
-            new.weight.data = mod.weight.data[k * cin:(k + 1) * cin].clone()
-            new.bias.data = mod.bias.data[k * cout:(k + 1) * cout].clone()
-        elif isinstance(mod, nn.BatchNorm2d):
-            c = mod.num_features // K
-            new = nn.BatchNorm2d(c)
-            sl = slice(k * c, (k + 1) * c)
-            new.running_mean.data, new.running_var.data = mod.running_mean[sl].clone(), mod.running_var[sl].clone()
-            new.weight.data, new.bias.data = mod.weight.data[sl].clone(), mod.bias.data[sl].clone()
-        else:
-            new = nn.ELU()
-        layers.append(new)
-    return nn.Sequential(*layers).eval()
-
-
 def _loop_inference(vaes, x, n_samples, steps, lr=0.05, beta=1.0, radius=5.0):
     """A straightforward reference: per image and class, its own decoder and optimiser."""
     bank = M.latent_bank(n_samples)
     scores = torch.empty(len(x), vaes.n_classes)
     for k in range(vaes.n_classes):
-        dec = _plain_decoder(vaes, k)
+        dec = vaes.plain_decoder(k)  # ordinary layers sliced out of the grouped ones
         G = torch.sigmoid(dec(bank[:, :, None, None])).flatten(1)
         for i in range(len(x)):
             xi = x[i].flatten()

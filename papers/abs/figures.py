@@ -42,7 +42,6 @@ def inference_figure(record, out):
             ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle("ABS: per-class reconstructions G_y(z*) and scores l_y = min_z ||x - G_y(z)||^2/784 + KL; "
                  "p = offset softmax", fontsize=8)
-    fig.tight_layout()
     return plotting.save(fig, out / "fig1_inference")
 
 
@@ -68,7 +67,6 @@ def accuracy_vs_perturbation(record, out):
     axes[0].legend(fontsize=7)
     n = record.metrics.get("attack_images", "?")
     fig.suptitle(f"{n} test images attacked; stars: the paper's accuracy at its threshold", fontsize=9)
-    fig.tight_layout()
     return plotting.save(fig, out / "accuracy_vs_perturbation")
 
 
@@ -93,7 +91,6 @@ def smallest_adversarials(record, out):
         for ax in row:
             ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle("smallest L2 adversarials per model (best over all attacks)", fontsize=9)
-    fig.tight_layout()
     return plotting.save(fig, out / "smallest_adversarials")
 
 
@@ -113,7 +110,6 @@ def distal(record, out):
             ax.set_xticks([]), ax.set_yticks([])
         axes[i][0].set_ylabel(NAMES[m], fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle("distal adversarials (from uniform noise); red: p(target) >= 0.9", fontsize=9)
-    fig.tight_layout()
     return plotting.save(fig, out / "distal_adversarials")
 
 

@@ -82,6 +82,26 @@ class ClassVAEs(nn.Module):
         n = len(z)
         return torch.sigmoid(self.decoder(z.reshape(n, self.n_classes * self.latent, 1, 1)))
 
+    def plain_decoder(self, k: int) -> nn.Sequential:
+        """Class k's decoder as ordinary (ungrouped) layers with the same weights (to
+        export one VAE, and for checking the grouped layout against a plain loop)."""
+        K, layers = self.n_classes, []
+        for mod in self.decoder:
+            if isinstance(mod, nn.ConvTranspose2d):
+                cin, cout = mod.in_channels // K, mod.out_channels // K
+                new = nn.ConvTranspose2d(cin, cout, mod.kernel_size, mod.stride)
+                new.weight.data = mod.weight.data[k * cin:(k + 1) * cin].clone()
+                new.bias.data = mod.bias.data[k * cout:(k + 1) * cout].clone()
+            elif isinstance(mod, nn.BatchNorm2d):
+                c = mod.num_features // K
+                new, sl = nn.BatchNorm2d(c), slice(k * c, (k + 1) * c)
+                new.running_mean.data, new.running_var.data = mod.running_mean[sl].clone(), mod.running_var[sl].clone()
+                new.weight.data, new.bias.data = mod.weight.data[sl].clone(), mod.bias.data[sl].clone()
+            else:
+                new = nn.ELU()
+            layers.append(new)
+        return nn.Sequential(*layers).eval()
+
     def elbo_loss(self, x: torch.Tensor, beta: float = 1.0, generator=None) -> torch.Tensor:
         """Negative ELBO per image (squared error summed over pixels + beta KL),
         averaged over the batch and summed over the K VAEs."""
