@@ -42,7 +42,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from common.attacks import AttackInputError
 
@@ -390,12 +389,11 @@ def latent_descent(abs_model: ABS, x: torch.Tensor, y: torch.Tensor, coarse_step
 
 class VanillaCNN(nn.Module):
     """The paper's CNN baseline (reference nets.NN): conv 20-70-256-10, kernels 5/4/3/5,
-    strides 1/2/2/1, BatchNorm + ELU between, logits from the last 1x1 map.
-    ``binary``: binarise the input first (the binary CNN = the same weights)."""
+    strides 1/2/2/1, BatchNorm + ELU between, logits from the last 1x1 map.  The
+    binary CNN is the same weights behind ``Binarized``."""
 
-    def __init__(self, binary: bool = False, binary_slope: float = 10.0):
+    def __init__(self):
         super().__init__()
-        self.binary, self.binary_slope = binary, binary_slope
         layers, cin = [], 1
         for i, (c, k, s) in enumerate(zip((20, 70, 256, 10), (5, 4, 3, 5), (1, 2, 2, 1))):
             layers.append(nn.Conv2d(cin, c, k, s))
@@ -405,8 +403,6 @@ class VanillaCNN(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
-        if self.binary:
-            x = binarize(x, 0.5, self.binary_slope)
         return self.net(x).flatten(1)
 
 

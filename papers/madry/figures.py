@@ -36,7 +36,6 @@ def adversarial_examples(record, out):
     give the predicted class (red: wrong)."""
     ex, cfg = record.result("examples"), record.result("config")
     x, y = ex["x"], ex["y"]
-    n = len(x)
     rows = [("clean", x, ex["natural/pred_clean"])]
     for kind in ("natural", "adversarial"):
         if f"{kind}/adv" in ex:
