@@ -152,8 +152,10 @@ def probe_setup(gaps=(20, 60), d_beliefs=(16, 64), seeds=(0, 1, 2), steps=1000, 
 
 
 def belief_at(model, x, t: int, chunk: int = 500):
+    """The beliefs b_t (having read x_1..x_t) of sequences x, on the CPU."""
+    dev = next(model.parameters()).device
     with torch.no_grad():
-        return torch.cat([model.belief(x[i:i + chunk, :t])[:, t] for i in range(0, len(x), chunk)])
+        return torch.cat([model.belief(x[i:i + chunk, :t].to(dev))[:, t].cpu() for i in range(0, len(x), chunk)])
 
 
 @register("tdvae_belief_probe", paper=PAPER, claims_file="claims_belief_probe.toml",

@@ -50,6 +50,10 @@ def bernoulli_log_prob(x, logits):
 
 
 def _randn(shape, like, generator):
+    """Standard normal noise shaped ``shape`` on ``like``'s device; a CPU generator (the
+    runs' seeded generators) draws on the CPU and the noise is moved."""
+    if generator is not None and generator.device != like.device:
+        return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
@@ -204,6 +208,7 @@ class StateSpace(nn.Module):
         """Jumpy rollouts from the belief at time t (having read x_1..x_t): z ~ p_B(b_t), then
         z <- p_T(z, dt) for each dt in ``jumps``; returns the decoded means (B, samples,
         len(jumps), x_dim) and the latents (B, samples, len(jumps), z_dim)."""
+        x = x.to(next(self.parameters()).device)
         b = self.belief(x[:, :t])[:, t]
         b = b.unsqueeze(1).expand(-1, samples, -1)
         z, _ = self.p_b.sample(b, generator)
@@ -212,7 +217,7 @@ class StateSpace(nn.Module):
             z = self.transition_sample(z, float(dt), generator)
             zs.append(z)
         zs = torch.stack(zs, 2)
-        return self.decoder.mean(zs), zs
+        return self.decoder.mean(zs).cpu(), zs.cpu()
 
 
 def sample_pairs(batch: int, length: int, pairs: int, skips, generator=None, device="cpu"):
