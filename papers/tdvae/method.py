@@ -60,15 +60,19 @@ def _randn(shape, like, generator):
 class GatedBlock(nn.Module):
     """u -> (mean, log-std) of a diagonal Gaussian, through one gated hidden layer."""
 
-    def __init__(self, d_in: int, d_hidden: int, d_out: int):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, layers: int = 1):
         super().__init__()
         self.gate = nn.Linear(d_in, 2 * d_hidden)
+        self.deeper = nn.ModuleList(nn.Linear(d_hidden, 2 * d_hidden) for _ in range(layers - 1))
         self.mu = nn.Linear(d_hidden, d_out)
         self.logsig = nn.Linear(d_hidden, d_out)
 
     def forward(self, u):
         a, g = self.gate(u).chunk(2, dim=-1)
         h = torch.tanh(a) * torch.sigmoid(g)
+        for lin in self.deeper:  # further gated layers, residual
+            a, g = lin(h).chunk(2, dim=-1)
+            h = h + torch.tanh(a) * torch.sigmoid(g)
         raw = self.logsig(h)
         return self.mu(h), 4.5 * torch.tanh((raw + 1.5) / 4.5) - 1.5  # soft bound [-6, 3]
 
@@ -177,13 +181,13 @@ class StateSpace(nn.Module):
 
     def __init__(self, x_dim: int, *, d_belief: int = 64, z_dims=(8,), d_hidden: int = 64, d_pre: int = 64,
                  decoder: str = "gaussian", obs_std: float = 0.1, read_first: bool = False,
-                 dt_scale: float = 10.0):
+                 dt_scale: float = 10.0, transition_layers: int = 1):
         super().__init__()
         self.z_dims = tuple(z_dims)
         self.z_dim, self.dt_scale = sum(self.z_dims), dt_scale
         self.belief = Belief(x_dim, d_belief, d_pre)
         self.p_b = Hierarchy(d_belief, self.z_dims, d_hidden)
-        self.p_t = GatedBlock(self.z_dim + 2, d_hidden, self.z_dim)
+        self.p_t = GatedBlock(self.z_dim + 2, d_hidden, self.z_dim, transition_layers)
         self.decoder = Decoder(self.z_dim, x_dim, d_hidden, decoder, obs_std, read_first)
 
     def dt_features(self, dt, like):
@@ -259,11 +263,15 @@ class TDVAE(StateSpace):
         elbo = logp_d + logp_t - logp_b2 - kl
         return {"elbo": elbo, "log_p_d": logp_d, "log_p_t": logp_t, "log_p_b2": logp_b2, "kl_smoothing": kl}
 
-    def loss(self, x, skips, pairs: int, generator=None):
-        """Mean negative eq.-6 bound over ``pairs`` sampled (t1, t2) per sequence."""
+    def loss(self, x, skips, pairs: int, generator=None, beta: float = 1.0):
+        """Mean negative eq.-6 bound over ``pairs`` sampled (t1, t2) per sequence.  ``beta``
+        < 1 down-weights the belief-entropy and smoothing-KL terms (a warm-up; the paper's
+        objective is beta = 1)."""
         t1, t2 = sample_pairs(x.shape[0], x.shape[1], pairs, skips, generator, x.device)
         terms = self.pair_terms(x, t1, t2, generator)
-        return -terms["elbo"].mean(), {k: v.mean().item() for k, v in terms.items()}
+        objective = terms["elbo"] if beta == 1.0 else (
+            terms["log_p_d"] + terms["log_p_t"] - beta * (terms["log_p_b2"] + terms["kl_smoothing"]))
+        return -objective.mean(), {k: v.mean().item() for k, v in terms.items()}
 
     def sequential_loss(self, x, generator=None):
         """The sequential TD-VAE (dt = 1 for every t = 1..T): per-step mean of the negative
