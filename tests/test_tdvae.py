@@ -212,3 +212,14 @@ def test_shift_invariant_features():
     from papers.tdvae.experiment import shift_invariant_features
     img = torch.rand(2, 28, 28)
     torch.testing.assert_close(shift_invariant_features(img), shift_invariant_features(torch.roll(img, 5, -1)))
+
+
+def test_skip_schedule_curriculum():
+    from papers.tdvae.experiment import skip_schedule
+    skips = [(0.8, 1, 10), (0.2, 1, 120)]
+    assert skip_schedule(skips, 0, 100, 50) == [(1.0, 1, 1)]
+    assert skip_schedule(skips, 99, 100, 50) == [(1.0, 1, 1)]
+    mid = skip_schedule(skips, 124, 100, 50)
+    assert mid[0][2] == 6 and mid[1][2] == 61
+    assert skip_schedule(skips, 150, 100, 50) == skips
+    assert skip_schedule(skips, 0, 0, 0) == skips

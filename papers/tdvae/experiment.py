@@ -25,8 +25,8 @@ PAPER = Paper(
 
 def fit(ctx: RunContext, key: str, model, batch_fn, loss_fn, steps: int, lr: float, chunks: int = 20,
         clip: float = 10.0) -> list:
-    """Adam on ``loss_fn(model, batch_fn(generator), generator)`` for ``steps`` updates,
-    resumable in ``chunks``; returns the loss history (one row per chunk)."""
+    """Adam on ``loss_fn(model, batch_fn(generator), generator, step)`` for ``steps``
+    updates, resumable in ``chunks``; returns the loss history (one row per chunk)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = ctx.generator(f"{key}/train")
     state = {"history": []}
@@ -37,8 +37,8 @@ def fit(ctx: RunContext, key: str, model, batch_fn, loss_fn, steps: int, lr: flo
         bar.n = chunk * per_chunk
         sums, t0 = {}, time.time()
         model.train()
-        for _ in range(per_chunk):
-            loss, stats = loss_fn(model, batch_fn(gen), gen)
+        for j in range(per_chunk):
+            loss, stats = loss_fn(model, batch_fn(gen), gen, chunk * per_chunk + j)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -61,13 +61,26 @@ def fit(ctx: RunContext, key: str, model, batch_fn, loss_fn, steps: int, lr: flo
 @gin.configurable(module="tdvae")
 def oscillator_setup(train_sequences=20000, test_sequences=200, length=200, t1=60, jumps=(20, 100),
                      roll=20, samples=4, steps=20000, batch=64, pairs=4, lr=1e-3,
-                     skips=((0.8, 1, 10), (0.2, 1, 120)), d_belief=64, z_dims=(4, 4), d_hidden=64):
+                     skips=((0.8, 1, 10), (0.2, 1, 120)), d_belief=64, z_dims=(4, 4), d_hidden=64,
+                     transition_layers=1, sequential_steps=0, ramp_steps=0):
     """The paper's setup where given (length 200, the skip mixture, t1 = 60, jumps of 20 and
     100 then 20 steps of 1, two latent layers, decoder reading the first latent component);
-    sizes and steps are ours."""
+    sizes and steps are ours.  Our curriculum (not in the paper): ``sequential_steps``
+    updates with dt = 1 only, then the largest skip of every mixture component grows
+    linearly to its full value over ``ramp_steps`` updates."""
     return dict(train_sequences=train_sequences, test_sequences=test_sequences, length=length, t1=t1,
                 jumps=tuple(jumps), roll=roll, samples=samples, steps=steps, batch=batch, pairs=pairs, lr=lr,
-                skips=[tuple(s) for s in skips], d_belief=d_belief, z_dims=tuple(z_dims), d_hidden=d_hidden)
+                skips=[tuple(s) for s in skips], d_belief=d_belief, z_dims=tuple(z_dims), d_hidden=d_hidden,
+                transition_layers=transition_layers, sequential_steps=sequential_steps, ramp_steps=ramp_steps)
+
+
+def skip_schedule(skips, step: int, sequential_steps: int, ramp_steps: int):
+    """The skip mixture at an update: dt = 1 during the first ``sequential_steps``, then each
+    component's upper end grows linearly from 1 to its value over ``ramp_steps``."""
+    if step < sequential_steps:
+        return [(1.0, 1, 1)]
+    frac = 1.0 if ramp_steps <= 0 else min(1.0, (step - sequential_steps + 1) / ramp_steps)
+    return [(p, lo, max(lo, int(lo + frac * (hi - lo) + 0.5))) for p, lo, hi in skips]
 
 
 def rollout_errors(model, test: dict, t1: int, dt: int, roll: int, samples: int, generator) -> dict:
@@ -102,14 +115,16 @@ def run_oscillator(ctx: RunContext) -> dict:
             f"{cfg['length']} steps; omega ~ U{D.OMEGA}, amplitude ~ U{D.AMPLITUDE}, noise process "
             f"{D.PROCESS_NOISE} / observation {D.OBS_NOISE}")
     model = M.TDVAE(1, d_belief=cfg["d_belief"], z_dims=cfg["z_dims"], d_hidden=cfg["d_hidden"],
-                    d_pre=cfg["d_hidden"], read_first=True, obs_std=D.OBS_NOISE, dt_scale=10.0).to(ctx.device)
+                    d_pre=cfg["d_hidden"], read_first=True, obs_std=D.OBS_NOISE, dt_scale=10.0,
+                    transition_layers=cfg["transition_layers"]).to(ctx.device)
     x_train = train["x"].to(ctx.device)
 
     def batch_fn(gen):
         return x_train[torch.randint(0, len(x_train), (cfg["batch"],), generator=gen)]
 
-    def loss_fn(model, x, gen):
-        return model.loss(x, cfg["skips"], cfg["pairs"], gen)
+    def loss_fn(model, x, gen, step):
+        skips = skip_schedule(cfg["skips"], step, cfg["sequential_steps"], cfg["ramp_steps"])
+        return model.loss(x, skips, cfg["pairs"], gen)
 
     t0 = time.time()
     history = fit(ctx, "tdvae", model, batch_fn, loss_fn, cfg["steps"], cfg["lr"])
@@ -185,7 +200,7 @@ def run_belief_probe(ctx: RunContext) -> dict:
                             model = M.NextStep(1, d_belief=d, d_pre=cfg["d_hidden"], d_hidden=cfg["d_hidden"],
                                                obs_std=D.OBS_NOISE).to(ctx.device)
                         batch_fn = lambda g: D.piecewise_frequencies(cfg["batch"], gap, g)["x"].to(ctx.device)  # noqa: E731
-                        loss_fn = lambda m, x, g: m.loss(x, skips, cfg["pairs"], g)  # noqa: E731
+                        loss_fn = lambda m, x, g, step: m.loss(x, skips, cfg["pairs"], g)  # noqa: E731
                         t0 = time.time()
                         hist = fit(ctx, key, model, batch_fn, loss_fn, cfg["steps"], cfg["lr"], chunks=4)
                         acc = M.probe_accuracy(belief_at(model, probe_train["x"], t_probe), probe_train["label"],
@@ -257,7 +272,7 @@ def run_moving_mnist(ctx: RunContext) -> dict:
                     d_pre=cfg["d_hidden"], decoder="bernoulli", dt_scale=float(cfg["skip"])).to(ctx.device)
     skips = [(1.0, 1, cfg["skip"])]
     batch_fn = lambda g: D.moving_digits(x_tr, y_tr, cfg["batch"], L, g)["x"].to(ctx.device)  # noqa: E731
-    loss_fn = lambda m, x, g: m.loss(x, skips, cfg["pairs"], g)  # noqa: E731
+    loss_fn = lambda m, x, g, step: m.loss(x, skips, cfg["pairs"], g)  # noqa: E731
     t0 = time.time()
     history = fit(ctx, "tdvae", model, batch_fn, loss_fn, cfg["steps"], cfg["lr"])
     metrics = {"params": count_parameters(model), "train_minutes": (time.time() - t0) / 60}

@@ -107,7 +107,7 @@ def run_minipacman(ctx: RunContext) -> dict:
         def batch_fn(gen, x_train=x_train):
             return x_train[torch.randint(0, len(x_train), (cfg["batch"],), generator=gen)]
 
-        def loss_fn(model, x, gen):
+        def loss_fn(model, x, gen, step):
             return model.sequential_loss(x, gen)
 
         for name, cls in MODELS:
