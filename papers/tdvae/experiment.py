@@ -156,7 +156,7 @@ def run_oscillator(ctx: RunContext) -> dict:
 # ---------------------------------------------------------------- belief probe (section 5.3)
 
 @gin.configurable(module="tdvae")
-def probe_setup(gaps=(20, 60), d_beliefs=(16, 64), seeds=(0, 1, 2), steps=1000, batch=32, pairs=4, lr=1e-3,
+def probe_setup(gaps=(20, 60), d_beliefs=(16, 64), seeds=(0, 1, 2), steps=3000, batch=32, pairs=4, lr=1e-3,
                 short_skip=10, probe_train=2000, probe_test=1000, z_dims=(8,), d_hidden=32):
     """The paper: middle segment of 100 steps, mean of 20 runs; here shorter gaps and fewer
     seeds at cpu scale.  TD-VAE's skips: dt ~ U[1, short_skip] w.p. 0.8, U[1, length] w.p.
