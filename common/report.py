@@ -110,6 +110,9 @@ def build_experiment(exp: Experiment, runs_dir=None, reports_dir=None, profiles=
     folder = runs.reports_root(reports_dir) / exp.name
     records = runs.records_for_report(exp.name, runs_dir=runs_dir, reports_dir=reports_dir,
                                       profiles=profiles)
+    if not records and _has_runs_table(folder / "results.md"):
+        # an earlier report whose run records are not on this machine: keep it as it is
+        return [], []
     records = [_archive(r, folder / "runs") for r in records]
     keep = {r.id for r in records}
     if (folder / "runs").is_dir():  # drop archived runs that a newer run replaced
@@ -128,6 +131,10 @@ def build_experiment(exp: Experiment, runs_dir=None, reports_dir=None, profiles=
     if runs.reports_root(reports_dir).resolve() == (ROOT / "reports").resolve():
         _update_paper_readme(exp, rows, records)  # only the hub's own reports feed the READMEs
     return rows, records
+
+
+def _has_runs_table(results_md: Path) -> bool:
+    return results_md.exists() and "| run | profile | seed |" in results_md.read_text()
 
 
 def _update_paper_readme(exp: Experiment, rows, records) -> None:
@@ -170,6 +177,12 @@ def write_scoreboard(reports_dir=None, runs_dir=None) -> Path:
     import registry
 
     root = runs.reports_root(reports_dir)
+    previous = {}  # rows of the current scoreboard, for reports kept without their run records
+    if (root / "README.md").exists():
+        for line in (root / "README.md").read_text().splitlines():
+            m = re.match(r"\| `([^`]+)` \|", line)
+            if m and "| not run |" not in line:
+                previous.setdefault(m.group(1), []).append(line)
     lines = ["# Scoreboard", "",
              "Every registered experiment, the claims its latest runs reproduce (checkable "
              "claims only: those expected to hold at that profile), and what the runs cost. "
@@ -183,7 +196,9 @@ def write_scoreboard(reports_dir=None, runs_dir=None) -> Path:
         link = f"[{name}/results.md]({name}/results.md)" if (root / name / "results.md").exists() else "-"
         paper = f"{exp.paper.short}" + (f", [arXiv:{exp.paper.arxiv}](https://arxiv.org/abs/{exp.paper.arxiv})" if exp.paper.arxiv else "")
         profiles = [p for p in PROFILES if any(r.profile == p for r in records)]
-        if not profiles:
+        if not profiles and name in previous and _has_runs_table(root / name / "results.md"):
+            lines += previous[name]
+        elif not profiles:
             lines.append(f"| `{name}` | {paper} | - | not run | 0 | - | {link} |")
         for p in profiles:
             held, total = claims_mod.counts(rows, p)

@@ -5,6 +5,7 @@ without anyone writing them by hand."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -95,3 +96,23 @@ def test_compare_figures_report_on_smoke(name, smoke_runs, tmp_path):
     assert "not comparable at this profile" in text
     assert (tmp_path / name / "runs" / records[name].id / "run.json").exists()
     assert not (tmp_path / name / "runs" / records[name].id / "checkpoints").exists()
+
+
+def test_report_keeps_a_report_whose_runs_are_not_here(smoke_runs, tmp_path):
+    """A report built on another machine (its run records absent here) is neither wiped
+    by `registry report` nor dropped from the scoreboard."""
+    root, records = smoke_runs
+    name = NAMES[0]
+    exp = registry.get(name)
+    report.build_experiment(exp, runs_dir=root / "runs", reports_dir=tmp_path)
+    report.write_scoreboard(reports_dir=tmp_path, runs_dir=root / "runs")
+    before = (tmp_path / name / "results.md").read_text()
+    row = next(line for line in (tmp_path / "README.md").read_text().splitlines() if f"| `{name}` |" in line)
+    shutil.rmtree(tmp_path / name / "runs")  # the run records are gone
+    empty = tmp_path / "no-runs"
+    report.build_experiment(exp, runs_dir=empty, reports_dir=tmp_path)
+    report.write_scoreboard(reports_dir=tmp_path, runs_dir=empty)
+    assert (tmp_path / name / "results.md").read_text() == before
+    assert row in (tmp_path / "README.md").read_text().splitlines()
+    other = NAMES[1]  # never reported: still "not run"
+    assert f"| `{other}` |" in (tmp_path / "README.md").read_text()
