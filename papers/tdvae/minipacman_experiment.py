@@ -52,7 +52,7 @@ SCORES = ("nll", "neg_elbo")
 
 @gin.configurable(module="tdvae")
 def minipacman_setup(seeds=(0, 1, 2), train_sequences=10000, test_sequences=500, length=20,
-                     keep=0.8, chase=0.5, burn_in=0, steps=2000, batch=32, lr=1e-3, d_belief=64,
+                     keep=0.8, chase=0.5, burn_in=0, steps=6000, batch=64, lr=1e-3, d_belief=64,
                      z_dim=16, d_hidden=64, samples=100, examples=6, rollout_from=8):
     """Defaults are the cpu profile.  ``seeds`` are sub-seeds, combined with the run's
     --seed, each drawing its own training sequences and initial weights; ``keep`` and
