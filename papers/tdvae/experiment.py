@@ -228,7 +228,7 @@ def run_belief_probe(ctx: RunContext) -> dict:
 # ---------------------------------------------------------------- moving MNIST (figure 3)
 
 @gin.configurable(module="tdvae")
-def moving_mnist_setup(length=20, skip=4, steps=8000, batch=32, pairs=4, lr=5e-4, d_belief=128, z_dims=(8, 8),
+def moving_mnist_setup(length=20, skip=4, steps=20000, batch=32, pairs=4, lr=5e-4, d_belief=128, z_dims=(8, 8),
                        d_hidden=128, test_sequences=500, probe_train=2000, observe=10, roll=10, samples=4,
                        probe_times=(1, 2, 5, 10), classifier_epochs=3):
     """The paper: length 20, dt ~ U[1, 4]; sizes and steps are ours."""
