@@ -11,7 +11,7 @@ import gin
 import torch
 
 from common.runs import RunContext
-from common.train import count_parameters
+from common.train import batches, count_parameters, train_epoch
 from papers.tdvae import data as D
 from papers.tdvae import figures
 from papers.tdvae import method as M
@@ -148,7 +148,7 @@ def run_oscillator(ctx: RunContext) -> dict:
     metrics["random_phase_error"] = math.pi / 2
     ctx.save_tensors("oscillator", saved)
     ctx.save_json("history", {"tdvae": history})
-    ctx.save_json("config", {**cfg, "t1": cfg["t1"], "omega": D.OMEGA, "amplitude": D.AMPLITUDE,
+    ctx.save_json("config", {**cfg, "omega": D.OMEGA, "amplitude": D.AMPLITUDE,
                              "process_noise": D.PROCESS_NOISE, "obs_noise": D.OBS_NOISE})
     return metrics
 
@@ -251,11 +251,7 @@ def digit_classifier(ctx, images, labels, epochs: int):
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     gen = ctx.generator("digit classifier")
     for _ in range(epochs):
-        for idx in torch.randperm(len(feats), generator=gen).split(128):
-            loss = torch.nn.functional.cross_entropy(net(feats[idx]), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train_epoch(net, batches(feats, labels, batch_size=128, shuffle=True, generator=gen), opt)
     return net.eval()
 
 
