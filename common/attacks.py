@@ -321,9 +321,10 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps, *, norm: str = "linf", ste
         generator: torch.Generator | None = None) -> torch.Tensor:
     """Projected gradient descent under ``norm`` in {"linf", "l2", "l1"} (module docstring).
 
-    ``steps`` steps of ``step_size`` (an L-inf step moves every coordinate by it; an
-    L2 step has L2 length ``step_size``; an L1 (SLIDE) step has L1 length ``step_size``
-    spread over the coordinates whose |gradient| reaches the ``l1_sparsity`` quantile).
+    ``steps`` steps of ``step_size`` (a number or, like ``eps``, one per sample; an
+    L-inf step moves every coordinate by it; an L2 step has L2 length ``step_size``; an
+    L1 (SLIDE) step has L1 length ``step_size`` spread over the coordinates whose
+    |gradient| reaches the ``l1_sparsity`` quantile).
     ``restarts`` random starts run side by side (rows stacked in one batch); per sample
     the result is an adversarial restart if any, else the highest-loss one.
     ``batch_size`` bounds the samples (times restarts) per forward pass; ``generator``
@@ -340,6 +341,8 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps, *, norm: str = "linf", ste
         raise AttackInputError("pgd: restarts > 1 without a random start would repeat one run")
     n = len(x)
     eps = per_sample(eps, n, x)
+    if isinstance(step_size, torch.Tensor) and step_size.dim():
+        step_size = per_sample(step_size, n, x, "step_size")  # per sample, like eps
     x, y = x.detach(), y.long()
     chunk = batch_size or n
     out = torch.empty_like(x)
@@ -348,8 +351,10 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps, *, norm: str = "linf", ste
             xs, ys, es = x[s:s + chunk], y[s:s + chunk], eps[s:s + chunk]
             m = len(xs)
             rep = (restarts,) + (1,) * (x.dim() - 1)
+            ss = step_size[s:s + chunk].repeat(restarts) if isinstance(step_size, torch.Tensor) and step_size.dim() \
+                else step_size
             adv = _pgd_run(model, xs.repeat(rep), ys.repeat(restarts), es.repeat(restarts), norm,
-                           steps, step_size, random_start, targeted, loss, l1_sparsity, lo, hi,
+                           steps, ss, random_start, targeted, loss, l1_sparsity, lo, hi,
                            generator)
             if restarts > 1:
                 with torch.no_grad():

@@ -153,7 +153,7 @@ def robust_accuracy_curve(model, x: torch.Tensor, y: torch.Tensor, attack: Attac
 
 def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, eps_max: float,
                 search_steps: int = 10, targeted: bool = False, bounds=(0.0, 1.0),
-                batch_size: int = 1000) -> torch.Tensor:
+                batch_size: int = 1000, return_adversarials: bool = False):
     """Per sample, the smallest budget at which the fixed-budget ``attack`` succeeds,
     by bisection on [0, eps_max] with every sample moving its own eps (``attack``
     must accept a (N,) eps tensor, as every attack in common.attacks does).
@@ -161,7 +161,9 @@ def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, eps_
     Returns the upper end of each sample's final bracket: 0 for misclassified
     samples, inf where the attack fails even at eps_max.  The result is an upper
     bound on the minimal perturbation (up to eps_max / 2**search_steps), valid for
-    the attack used; a stronger attack can only lower it."""
+    the attack used; a stronger attack can only lower it.  With
+    ``return_adversarials``, also the adversarial found at that budget (x itself
+    for misclassified samples and where the attack failed): ``(eps, x_adv)``."""
     check_inputs(model, x, y, bounds, "minimal_eps")
     n = len(x)
     hit = (lambda p: p == y) if targeted else (lambda p: p != y)
@@ -169,11 +171,15 @@ def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, eps_
         clean_hit = hit(predict(model, x, batch_size))
     lo = torch.zeros(n, device=x.device, dtype=x.dtype)
     hi = per_sample(eps_max, n, x).clone()
+    best = x.detach().clone()
 
     def works(e):
         x_adv = attack(model, x, y, e)
         with torch.no_grad():
-            return hit(predict(model, x_adv, batch_size))
+            ok = hit(predict(model, x_adv, batch_size))
+        keep = ok & ~clean_hit
+        best[keep] = x_adv[keep].detach()
+        return ok
 
     ok_max = works(hi) | clean_hit
     for _ in range(search_steps):
@@ -182,4 +188,5 @@ def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, eps_
         hi = torch.where(ok, mid, hi)
         lo = torch.where(ok, lo, mid)
     d = torch.where(ok_max, hi, torch.full_like(hi, math.inf))
-    return torch.where(clean_hit, torch.zeros_like(d), d)
+    d = torch.where(clean_hit, torch.zeros_like(d), d)
+    return (d, best) if return_adversarials else d

@@ -182,3 +182,52 @@ def test_vae_training_lowers_the_loss():
     later = M.train_vaes(vaes, imgs, opt, 15, 4, g)
     assert later < first
     assert not vaes.training
+
+
+class _SumModel(nn.Module):
+    """Two logits on (N, 1, 28, 28): class 1 wins once the pixel sum exceeds ``t``."""
+
+    def __init__(self, t: float):
+        super().__init__()
+        self.t = t
+
+    def forward(self, x):
+        s = x.flatten(1).sum(1)
+        return torch.stack([torch.full_like(s, self.t), s], 1)
+
+
+def test_refine_along_line_finds_the_crossing_of_the_model():
+    from papers.abs.experiment import refine_along_line
+
+    x = torch.zeros(3, 1, 28, 28)
+    adv = torch.full_like(x, 0.5)  # sum 392: every row is adversarial for thresholds below
+    model, y = _SumModel(100.0), torch.zeros(3, dtype=torch.long)
+    adv[2] = x[2]  # a sample without adversarial stays as it is
+    out = refine_along_line(model, x, y, adv, steps=12)
+    t = out[:2].flatten(1).sum(1) / 392.0
+    assert (model(out[:2]).argmax(1) == 1).all()  # still adversarial
+    assert torch.allclose(t, torch.full_like(t, 100.0 / 392.0), atol=2.0 ** -12 + 1e-6)
+    assert torch.equal(out[2], x[2])
+
+
+def test_sparsify_saturates_the_fewest_largest_pixels():
+    from papers.abs.experiment import sparsify
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((2, 1, 28, 28), 0.2)
+    delta = 0.01 + 0.05 * torch.rand(x.shape, generator=g)  # all positive: saturation to 1
+    adv = x + delta
+    # clean sum 156.8; each saturated pixel adds 0.8: 11 pixels are needed to pass 165.2
+    model, y = _SumModel(156.8 + 10.5 * 0.8), torch.zeros(2, dtype=torch.long)
+    assert (model(adv).argmax(1) == 1).all()
+    out = sparsify(model, x, y, adv, steps=12)
+    changed = (out != x).flatten(1)
+    assert (changed.sum(1) == 11).all()
+    assert (model(out).argmax(1) == 1).all()
+    top = delta.flatten(1).argsort(1, descending=True)[:, :11]
+    for i in range(2):
+        assert set(changed[i].nonzero().flatten().tolist()) == set(top[i].tolist())
+        assert torch.all(out.flatten(1)[i, top[i]] == 1.0)
+    # an adversarial that saturation cannot reproduce is dropped (x returned)
+    none = sparsify(_SumModel(1e6), x, y, adv, steps=4)
+    assert torch.equal(none, x)

@@ -101,6 +101,31 @@ def test_minimal_eps_bisection_matches_closed_form(linear, norm):
     assert (found <= dist[norm] + 1.0 / 2 ** 12 + 1e-9).all()
 
 
+def test_pgd_per_sample_step_sizes_follow_their_samples_across_chunks(linear):
+    model, x, y, *_ = linear
+    eps = torch.linspace(0.05, 0.5, len(x), dtype=x.dtype)
+    whole = A.pgd(model, x, y, eps, norm="l2", steps=5, step_size=eps / 4, random_start=False)
+    chunked = A.pgd(model, x, y, eps, norm="l2", steps=5, step_size=eps / 4, random_start=False, batch_size=7)
+    assert torch.allclose(whole, chunked, atol=1e-6)
+    # a sample's step size is its own: one L2 step (inside the box and the ball) moves
+    # every sample by exactly its eps / 4
+    one = A.pgd(model, x, y, eps, norm="l2", steps=1, step_size=eps / 4, random_start=False, batch_size=7)
+    assert torch.allclose(R.norms(one - x, "l2"), eps / 4, rtol=1e-6)
+
+
+def test_minimal_eps_returns_the_adversarials_at_the_found_budget(linear):
+    model, x, y, *_, dist = linear
+    attack = functools.partial(A.pgd, norm="l2", steps=10, step_size=0.1, random_start=False)
+    found, x_adv = R.minimal_eps(model, x, y, attack, eps_max=1.0, search_steps=8, return_adversarials=True)
+    assert torch.equal(found, R.minimal_eps(model, x, y, attack, eps_max=1.0, search_steps=8))
+    ok = torch.isfinite(found) & (found > 0)
+    assert ok.any()
+    # each returned image fools the model and lies within the budget returned for it
+    assert (R.predict(model, x_adv[ok]) != y[ok]).all()
+    assert (R.norms(x_adv[ok] - x[ok], "l2") <= found[ok] * (1 + 1e-6)).all()
+    assert torch.equal(x_adv[~ok], x[~ok])
+
+
 def test_carlini_wagner_finds_the_minimal_l2_perturbation(linear):
     model, x, y, *_, dist = linear
     x_adv = A.carlini_wagner_l2(model, x[:16], y[:16], steps=150, lr=0.02, binary_search_steps=8)

@@ -3,17 +3,21 @@ baselines -- a vanilla CNN, the same CNN on binarised inputs, a nearest-neighbou
 classifier and a Madry-style PGD-trained CNN -- under L2, L-inf and L0 attacks.
 
 Per model: clean accuracy on the first ``eval_images`` test images; on the first
-``attack_images`` of them, every attack of the suite (gradient PGD over a grid of
-budgets, transfer from the vanilla CNN, the boundary attack, salt-and-pepper then
-the pointwise attack, and for the ABS models Latent Descent).  Every adversarial
-any attack finds is re-checked on the model itself (for ABS: the full model with
-its 8,000-latent bank and 50 Adam steps, after the attack ran on a cheaper
-copy; a candidate that does not fool the full model is pushed further along its
-own direction, up to twice as far, before it is given up).  Per sample and norm,
-the smallest perturbation over all verified adversarials is the model's minimal
-adversarial distance; accuracy at the paper's thresholds (L2 1.5, L-inf 0.3, L0 12
-pixels) and the median follow from it.  Also: distal adversarials, the ABS L2
-lower bounds, and ABS's inference speed.
+``attack_images`` of them, every attack of the suite: PGD with a per-sample budget
+found by bisection, transfer from the vanilla CNN, the boundary attack,
+salt-and-pepper then the pointwise attack, and for the ABS models Latent Descent.
+Every adversarial any attack finds is re-checked on the model itself (for ABS: the
+full model with its 8,000-latent bank and 50 Adam steps, after the attack ran on a
+cheaper copy; a candidate that does not fool the full model is pushed further
+along its own direction, up to twice as far, before it is given up).  Then, on the
+full model, each sample's best L2 and L-inf adversarials are shortened by
+bisection along their line from x, and sparsified into L0 adversarials (the k
+largest changes saturated, k found by bisection; our addition, since the pointwise
+attack's adversarials on the cheap ABS copy do not survive on the full model).  Per
+sample and norm, the smallest perturbation over all verified adversarials is the
+model's minimal adversarial distance; accuracy at the paper's thresholds (L2 1.5,
+L-inf 0.3, L0 12 pixels) and the median follow from it.  Also: distal
+adversarials, the ABS L2 lower bounds, and ABS's inference speed.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def train(vae_steps=5000, vae_batch_per_class=128, vae_lr=3e-3, vae_lr_drop=0.7,
 @gin.configurable(module="abs")
 def inference(n_samples=8000, steps=50, lr=0.05, radius=5.0, binary_slope=10.0,
               binary_scales=M.REFERENCE_BINARY_SCALES, alpha=M.REFERENCE_ALPHA, eta=M.REFERENCE_ETA,
-              attack_samples=1000, attack_steps=5, query_samples=1000):
+              attack_samples=8000, attack_steps=5, query_samples=8000):
     """ABS inference (the paper's 8,000 latents + 50 Adam steps of 0.05, ball 5), the
     cheaper copies used *inside* attacks: ``attack_samples``/``attack_steps`` for
     gradient attacks and Latent Descent, ``query_samples`` with no steps for the
@@ -82,17 +86,25 @@ def inference(n_samples=8000, steps=50, lr=0.05, radius=5.0, binary_slope=10.0,
 
 
 @gin.configurable(module="abs")
-def attacks(l2_grid=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0), linf_grid=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
-            pgd_steps=50, boundary_steps=5000, sp_steps=1000, pointwise_passes=10,
-            latent_coarse=51, latent_fine=10, extend=(1.0, 1.1, 1.25, 1.5, 2.0),
+def attacks(l2_max=5.0, linf_max=0.5, pgd_search=8, pgd_steps=50, boundary_steps=5000, sp_steps=1000,
+            pointwise_passes=10, latent_coarse=51, latent_fine=10, extend=(1.0, 1.1, 1.25, 1.5, 2.0),
+            refine_steps=8, sparsify_steps=10, decision_on_abs=True,
             thresholds=(("l2", 1.5), ("linf", 0.3), ("l0", 12.0)),
             distal_images=20, distal_steps=100, distal_lr=1.0, distal_momentum=0.95):
-    """The attack suite (module docstring) and the paper's thresholds."""
-    return dict(l2_grid=tuple(l2_grid), linf_grid=tuple(linf_grid), pgd_steps=pgd_steps,
+    """The attack suite (module docstring) and the paper's thresholds.  PGD: per
+    sample, bisection over its budget in [0, ``l2_max``] / [0, ``linf_max``]
+    (``pgd_search`` halvings after one run at the maximum); ``refine_steps``:
+    bisection steps on the full model along each sample's best L2 / L-inf
+    adversarial; ``sparsify_steps``: bisection steps over the number of pixels of
+    the sparsified attack (L0); ``decision_on_abs``: run the decision-based attacks
+    (boundary, salt-and-pepper + pointwise) on the ABS models too."""
+    return dict(l2_max=l2_max, linf_max=linf_max, pgd_search=pgd_search, pgd_steps=pgd_steps,
                 boundary_steps=boundary_steps, sp_steps=sp_steps, pointwise_passes=pointwise_passes,
                 latent_coarse=latent_coarse, latent_fine=latent_fine, extend=tuple(extend),
-                thresholds=dict(thresholds), distal_images=distal_images, distal_steps=distal_steps,
-                distal_lr=distal_lr, distal_momentum=distal_momentum)
+                refine_steps=refine_steps, sparsify_steps=sparsify_steps, decision_on_abs=decision_on_abs,
+                thresholds=dict(thresholds),
+                distal_images=distal_images, distal_steps=distal_steps, distal_lr=distal_lr,
+                distal_momentum=distal_momentum)
 
 
 # ------------------------------------------------------------------ training
@@ -167,13 +179,18 @@ def _first_adversarial(check, x, y, candidates):
     return out
 
 
-def pgd_grid(attack_model, check_model, x, y, norm, grid, steps, generator):
-    """PGD at every budget of the grid (step 2.5 eps / steps, random start) against
-    ``attack_model``; per sample the adversarial of the smallest budget that fools
-    ``check_model``."""
-    cands = [A.pgd(attack_model, x, y, float(e), norm=norm, steps=steps, step_size=2.5 * float(e) / steps,
-                   generator=generator, batch_size=500) for e in grid]
-    return _first_adversarial(check_model, x, y, cands)
+def pgd_search(attack_model, check_model, x, y, norm, eps_max, search_steps, steps, generator):
+    """PGD (step 2.5 eps / steps, random start) against ``attack_model`` with a
+    per-sample budget found by bisection on [0, eps_max] (``common.robustness.
+    minimal_eps``); success is judged on ``check_model``.  Per sample the adversarial
+    at the smallest budget that worked (x where none did)."""
+    def attack(_model, xs, ys, eps):
+        return A.pgd(attack_model, xs, ys, eps, norm=norm, steps=steps, step_size=2.5 * eps / steps,
+                     generator=generator, batch_size=500)
+
+    _, adv = R.minimal_eps(check_model, x, y, attack, eps_max=eps_max, search_steps=search_steps,
+                           batch_size=200, return_adversarials=True)
+    return adv
 
 
 def verify(model, x, y, adv, factors):
@@ -182,6 +199,58 @@ def verify(model, x, y, adv, factors):
     moved = (adv != x).flatten(1).any(1)
     cands = [torch.where(moved[:, None, None, None], (x + f * (adv - x)).clamp(0, 1), x) for f in factors]
     return _first_adversarial(model, x, y, cands)
+
+
+@torch.no_grad()
+def refine_along_line(model, x, y, adv, steps):
+    """Per sample, bisection on t in [0, 1] for the smallest t at which ``model`` still
+    misclassifies x + t (adv - x); ``adv`` must be a verified adversarial (or x, left
+    as it is).  Every returned image was checked on ``model``."""
+    rows = (adv != x).flatten(1).any(1).nonzero().flatten()
+    out = adv.clone()
+    if len(rows) == 0:
+        return out
+    xr, dr, yr = x[rows], adv[rows] - x[rows], y[rows]
+    lo, hi = torch.zeros(len(rows), device=x.device), torch.ones(len(rows), device=x.device)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        fooled = R.predict(model, xr + mid[:, None, None, None] * dr, 200) != yr
+        hi, lo = torch.where(fooled, mid, hi), torch.where(fooled, lo, mid)
+    out[rows] = (xr + hi[:, None, None, None] * dr).clamp(0, 1)
+    return out
+
+
+@torch.no_grad()
+def sparsify(model, x, y, adv, steps):
+    """An L0 attack built on a dense adversarial (ours, not the paper's): saturate the
+    k pixels where |adv - x| is largest (to 1 where adv > x, to 0 below) and bisect,
+    per sample, on k in [1, 784] in log scale for the smallest k that ``model``
+    misclassifies.  x where even every moved pixel saturated does not fool."""
+    out = x.clone()
+    rows = (adv != x).flatten(1).any(1).nonzero().flatten()
+    if len(rows) == 0:
+        return out
+    flat, yr = x[rows].flatten(1), y[rows]
+    delta = adv[rows].flatten(1) - flat
+    n, p = flat.shape
+    rank = torch.empty_like(delta, dtype=torch.long)
+    rank.scatter_(1, delta.abs().argsort(1, descending=True), torch.arange(p, device=x.device).expand(n, -1))
+    saturated, moved = (delta > 0).to(flat.dtype), delta != 0
+
+    def candidate(log2k):  # (n,) log2 of the pixel counts -> images
+        keep = (rank < (2 ** log2k).ceil()[:, None]) & moved
+        return torch.where(keep, saturated, flat).view(n, *x.shape[1:])
+
+    lo = torch.zeros(n, device=x.device)  # one pixel: assumed not to fool
+    hi = torch.full((n,), math.log2(p), device=x.device)
+    ok = R.predict(model, candidate(hi), 200) != yr  # every moved pixel saturated
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        fooled = R.predict(model, candidate(mid), 200) != yr
+        hi, lo = torch.where(fooled, mid, hi), torch.where(fooled, lo, mid)
+    best = candidate(hi)  # hi fooled at some step, or is the all-pixels candidate checked above
+    out[rows[ok]] = best[ok]
+    return out
 
 
 def attack_suite(ctx: RunContext, name: str, models: dict, x, y, cnn, cfg: dict) -> tuple[dict, dict]:
@@ -198,13 +267,16 @@ def attack_suite(ctx: RunContext, name: str, models: dict, x, y, cnn, cfg: dict)
         timing[label] = time.time() - t0
         ctx.log(f"[{name}] {label}: {timing[label]:.1f} s")
 
-    for norm, grid in (("l2", cfg["l2_grid"]), ("linf", cfg["linf_grid"])):
-        run(f"pgd_{norm}", lambda: pgd_grid(grad_m, query_m, x, y, norm, grid, cfg["pgd_steps"], gen))
+    for norm in ("l2", "linf"):
+        eps_max, search = cfg[f"{norm}_max"], cfg["pgd_search"]
+        run(f"pgd_{norm}", lambda: pgd_search(grad_m, query_m, x, y, norm, eps_max, search, cfg["pgd_steps"], gen))
         if name != "cnn":
-            run(f"transfer_{norm}", lambda: pgd_grid(cnn, query_m, x, y, norm, grid, cfg["pgd_steps"], gen))
-    run("boundary", lambda: D.boundary_attack(query_m, x, y, steps=cfg["boundary_steps"], generator=gen))
-    run("pointwise", lambda: D.pointwise(query_m, x, y, init_steps=cfg["sp_steps"],
-                                         max_passes=cfg["pointwise_passes"], generator=gen))
+            run(f"transfer_{norm}",
+                lambda: pgd_search(cnn, query_m, x, y, norm, eps_max, search, cfg["pgd_steps"], gen))
+    if cfg["decision_on_abs"] or not isinstance(full, M.ABS):
+        run("boundary", lambda: D.boundary_attack(query_m, x, y, steps=cfg["boundary_steps"], generator=gen))
+        run("pointwise", lambda: D.pointwise(query_m, x, y, init_steps=cfg["sp_steps"],
+                                             max_passes=cfg["pointwise_passes"], generator=gen))
     if isinstance(full, M.ABS):
         run("latent_descent", lambda: M.latent_descent(grad_m, x, y, cfg["latent_coarse"], cfg["latent_fine"]))
     t0 = time.time()
@@ -370,6 +442,21 @@ def _clean(m: dict, x_eval, y_eval, x_attack) -> dict:
 def _attack_model(ctx, name, m, x, y, cnn, acfg, scfg) -> dict:
     found, timing = attack_suite(ctx, name, m, x, y, cnn, acfg)
     clean_right = R.predict(m["full"], x, 200) == y  # one full-model pass on the clean images
+    per_attack, best, best_adv = minimal_distances(x, ~clean_right, found)
+    # on the full model: bisect along each sample's best L2 and L-inf adversarial, and
+    # sparsify both into L0 adversarials
+    t0 = time.time()
+    keep = lambda norm: (clean_right & torch.isfinite(best[norm]))[:, None, None, None]  # noqa: E731
+    srcs = torch.cat([torch.where(keep(norm), best_adv[norm], x) for norm in ("l2", "linf")])
+    xx, yy = x.repeat(2, 1, 1, 1), y.repeat(2)
+    refined = refine_along_line(m["full"], xx, yy, srcs, acfg["refine_steps"])
+    found["refine_l2"], found["refine_linf"] = refined.split(len(x))
+    timing["refine"] = time.time() - t0
+    t0 = time.time()
+    found["sparsify_l2"], found["sparsify_linf"] = sparsify(m["full"], xx, yy, refined,
+                                                            acfg["sparsify_steps"]).split(len(x))
+    timing["sparsify"] = time.time() - t0
+    ctx.log(f"[{name}] refinement on the full model: {timing['refine']:.1f} s; sparsified: {timing['sparsify']:.1f} s")
     per_attack, best, best_adv = minimal_distances(x, ~clean_right, found)
     th = acfg["thresholds"]
     out = {"clean_attacked": 100.0 * clean_right.float().mean().item()}
