@@ -341,7 +341,8 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps, *, norm: str = "linf", ste
         raise AttackInputError("pgd: restarts > 1 without a random start would repeat one run")
     n = len(x)
     eps = per_sample(eps, n, x)
-    if isinstance(step_size, torch.Tensor) and step_size.dim():
+    step_per_row = isinstance(step_size, torch.Tensor) and step_size.dim() > 0
+    if step_per_row:
         step_size = per_sample(step_size, n, x, "step_size")  # per sample, like eps
     x, y = x.detach(), y.long()
     chunk = batch_size or n
@@ -351,8 +352,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps, *, norm: str = "linf", ste
             xs, ys, es = x[s:s + chunk], y[s:s + chunk], eps[s:s + chunk]
             m = len(xs)
             rep = (restarts,) + (1,) * (x.dim() - 1)
-            ss = step_size[s:s + chunk].repeat(restarts) if isinstance(step_size, torch.Tensor) and step_size.dim() \
-                else step_size
+            ss = step_size[s:s + chunk].repeat(restarts) if step_per_row else step_size
             adv = _pgd_run(model, xs.repeat(rep), ys.repeat(restarts), es.repeat(restarts), norm,
                            steps, ss, random_start, targeted, loss, l1_sparsity, lo, hi,
                            generator)

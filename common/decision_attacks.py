@@ -25,8 +25,11 @@ adversarial was found the sample is returned unchanged (x itself), which
   it when still adversarial; the two step sizes adapt to the success rates of
   the spherical and the full proposals (x1.5 above 50% / below 20%), as in
   foolbox's BoundaryAttack.  Start: uniform noise that is adversarial, then a
-  binary search along the line from x (``blended_noise_start``), unless
-  ``starting_points`` are given (for example from another attack).
+  binary search along the line from x (``blended_noise_start``, through
+  ``line_search``), unless ``starting_points`` are given (for example from another
+  attack).
+- ``line_search``: the smallest blend x + a (target - x) that stays adversarial, by
+  bisection on a (also used to shorten adversarials found by other attacks).
 
 Reference code (read, not copied): bethgelab/foolbox attacks/pointwise.py,
 saltandpepper.py, boundary_attack.py (1.x and 3.x).
@@ -204,15 +207,30 @@ def blended_noise_start(model, x: torch.Tensor, y: torch.Tensor, *, targeted: bo
         good = is_adversarial(model, cand, y[rows], targeted)
         noise[rows[good]] = cand[good]
         found[rows[good]] = True
-    a_lo = torch.zeros(len(x), device=x.device, dtype=x.dtype)  # not adversarial (x itself)
-    a_hi = torch.ones_like(a_lo)  # adversarial (the noise)
-    for _ in range(search_steps):
+    return line_search(model, x, y, noise, steps=search_steps, targeted=targeted)  # noise = x where none
+
+
+@torch.no_grad()
+def line_search(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, *, steps: int = 20,
+                targeted: bool = False) -> torch.Tensor:
+    """Per sample, a binary search for the smallest blend x + a (target - x), a in
+    (0, 1], that the model still misclassifies; ``target`` must be adversarial (a = 1
+    is taken as such, unchecked).  Only samples with target != x query the model;
+    the others are returned as x.  Every returned blend with a < 1 was checked."""
+    out = x.detach().clone()
+    rows = (target != x).flatten(1).any(1).nonzero().flatten()
+    if len(rows) == 0:
+        return out
+    xr, dr, yr = x[rows], target[rows] - x[rows], y[rows]
+    a_lo = torch.zeros(len(rows), device=x.device, dtype=x.dtype)  # not adversarial (x itself)
+    a_hi = torch.ones_like(a_lo)  # adversarial (the target)
+    for _ in range(steps):
         mid = (a_lo + a_hi) / 2
-        good = is_adversarial(model, x + _view(mid, x) * (noise - x), y, targeted)
+        good = is_adversarial(model, xr + _view(mid, xr) * dr, yr, targeted)
         a_hi = torch.where(good, mid, a_hi)
         a_lo = torch.where(good, a_lo, mid)
-    a_hi = torch.where(found, a_hi, torch.zeros_like(a_hi))
-    return x + _view(a_hi, x) * (noise - x)
+    out[rows] = xr + _view(a_hi, xr) * dr
+    return out
 
 
 @torch.no_grad()

@@ -196,14 +196,14 @@ class _SumModel(nn.Module):
         return torch.stack([torch.full_like(s, self.t), s], 1)
 
 
-def test_refine_along_line_finds_the_crossing_of_the_model():
-    from papers.abs.experiment import refine_along_line
+def test_line_search_finds_the_crossing_of_the_model():
+    from common.decision_attacks import line_search
 
     x = torch.zeros(3, 1, 28, 28)
     adv = torch.full_like(x, 0.5)  # sum 392: every row is adversarial for thresholds below
     model, y = _SumModel(100.0), torch.zeros(3, dtype=torch.long)
     adv[2] = x[2]  # a sample without adversarial stays as it is
-    out = refine_along_line(model, x, y, adv, steps=12)
+    out = line_search(model, x, y, adv, steps=12)
     t = out[:2].flatten(1).sum(1) / 392.0
     assert (model(out[:2]).argmax(1) == 1).all()  # still adversarial
     assert torch.allclose(t, torch.full_like(t, 100.0 / 392.0), atol=2.0 ** -12 + 1e-6)

@@ -79,7 +79,8 @@ def inference(n_samples=8000, steps=50, lr=0.05, radius=5.0, binary_slope=10.0,
     """ABS inference (the paper's 8,000 latents + 50 Adam steps of 0.05, ball 5), the
     cheaper copies used *inside* attacks: ``attack_samples``/``attack_steps`` for
     gradient attacks and Latent Descent, ``query_samples`` with no steps for the
-    decision-based attacks; their adversarials are re-checked on the full model."""
+    decision-based attacks and for judging success inside the PGD budget search;
+    their adversarials are re-checked on the full model."""
     return dict(n_samples=n_samples, steps=steps, lr=lr, radius=radius, binary_slope=binary_slope,
                 binary_scales=tuple(binary_scales), alpha=alpha, eta=eta, attack_samples=attack_samples,
                 attack_steps=attack_steps, query_samples=query_samples)
@@ -199,25 +200,6 @@ def verify(model, x, y, adv, factors):
     moved = (adv != x).flatten(1).any(1)
     cands = [torch.where(moved[:, None, None, None], (x + f * (adv - x)).clamp(0, 1), x) for f in factors]
     return _first_adversarial(model, x, y, cands)
-
-
-@torch.no_grad()
-def refine_along_line(model, x, y, adv, steps):
-    """Per sample, bisection on t in [0, 1] for the smallest t at which ``model`` still
-    misclassifies x + t (adv - x); ``adv`` must be a verified adversarial (or x, left
-    as it is).  Every returned image was checked on ``model``."""
-    rows = (adv != x).flatten(1).any(1).nonzero().flatten()
-    out = adv.clone()
-    if len(rows) == 0:
-        return out
-    xr, dr, yr = x[rows], adv[rows] - x[rows], y[rows]
-    lo, hi = torch.zeros(len(rows), device=x.device), torch.ones(len(rows), device=x.device)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        fooled = R.predict(model, xr + mid[:, None, None, None] * dr, 200) != yr
-        hi, lo = torch.where(fooled, mid, hi), torch.where(fooled, lo, mid)
-    out[rows] = (xr + hi[:, None, None, None] * dr).clamp(0, 1)
-    return out
 
 
 @torch.no_grad()
@@ -446,10 +428,10 @@ def _attack_model(ctx, name, m, x, y, cnn, acfg, scfg) -> dict:
     # on the full model: bisect along each sample's best L2 and L-inf adversarial, and
     # sparsify both into L0 adversarials
     t0 = time.time()
-    keep = lambda norm: (clean_right & torch.isfinite(best[norm]))[:, None, None, None]  # noqa: E731
-    srcs = torch.cat([torch.where(keep(norm), best_adv[norm], x) for norm in ("l2", "linf")])
+    srcs = torch.cat([torch.where((clean_right & torch.isfinite(best[norm]))[:, None, None, None], best_adv[norm], x)
+                      for norm in ("l2", "linf")])
     xx, yy = x.repeat(2, 1, 1, 1), y.repeat(2)
-    refined = refine_along_line(m["full"], xx, yy, srcs, acfg["refine_steps"])
+    refined = D.line_search(m["full"], xx, yy, srcs, steps=acfg["refine_steps"])
     found["refine_l2"], found["refine_linf"] = refined.split(len(x))
     timing["refine"] = time.time() - t0
     t0 = time.time()
