@@ -223,3 +223,23 @@ def test_skip_schedule_curriculum():
     assert mid[0][2] == 6 and mid[1][2] == 61
     assert skip_schedule(skips, 150, 100, 50) == skips
     assert skip_schedule(skips, 0, 0, 0) == skips
+
+
+def test_linear_r2_known_answers():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 5, generator=g)
+    y = x @ torch.tensor([0.5, -2.0, 0.0, 1.0, 3.0]) + 0.7
+    assert M.linear_r2(x[:200], y[:200], x[200:], y[200:]) > 1 - 1e-9  # exactly linear
+    noise = torch.randn(400, generator=g)
+    assert M.linear_r2(x[:200], noise[:200], x[200:], noise[200:]) < 0.05  # independent of the features
+    half = y + torch.randn(400, generator=g) * y.std()  # signal and noise of equal variance: R^2 about 1/2
+    assert 0.35 < M.linear_r2(x[:200], half[:200], x[200:], half[200:]) < 0.65
+
+
+def test_hierarchy_mean_is_the_top_down_mean():
+    torch.manual_seed(0)
+    h = M.Hierarchy(6, (3, 2), 16)
+    c = torch.randn(4, 6)
+    top = h.blocks[1](c)[0]
+    low = h.blocks[0](torch.cat([c, top], -1))[0]
+    torch.testing.assert_close(h.mean(c), torch.cat([low, top], -1))

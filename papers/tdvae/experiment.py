@@ -59,8 +59,8 @@ def fit(ctx: RunContext, key: str, model, batch_fn, loss_fn, steps: int, lr: flo
 # ---------------------------------------------------------------- oscillator (figure 4)
 
 @gin.configurable(module="tdvae")
-def oscillator_setup(train_sequences=20000, test_sequences=200, length=200, t1=60, jumps=(20, 100),
-                     roll=20, samples=4, steps=20000, batch=64, pairs=4, lr=1e-3,
+def oscillator_setup(train_sequences=20000, test_sequences=200, probe_sequences=2000, length=200, t1=60,
+                     jumps=(20, 100), roll=20, samples=4, steps=20000, batch=64, pairs=4, lr=1e-3,
                      skips=((0.8, 1, 10), (0.2, 1, 120)), d_belief=64, z_dims=(4, 4), d_hidden=64,
                      transition_layers=1, sequential_steps=0, ramp_steps=0):
     """The paper's setup where given (length 200, the skip mixture, t1 = 60, jumps of 20 and
@@ -68,8 +68,9 @@ def oscillator_setup(train_sequences=20000, test_sequences=200, length=200, t1=6
     sizes and steps are ours.  Our curriculum (not in the paper): ``sequential_steps``
     updates with dt = 1 only, then the largest skip of every mixture component grows
     linearly to its full value over ``ramp_steps`` updates."""
-    return dict(train_sequences=train_sequences, test_sequences=test_sequences, length=length, t1=t1,
-                jumps=tuple(jumps), roll=roll, samples=samples, steps=steps, batch=batch, pairs=pairs, lr=lr,
+    return dict(train_sequences=train_sequences, test_sequences=test_sequences, probe_sequences=probe_sequences,
+                length=length, t1=t1, jumps=tuple(jumps), roll=roll, samples=samples, steps=steps, batch=batch,
+                pairs=pairs, lr=lr,
                 skips=[tuple(s) for s in skips], d_belief=d_belief, z_dims=tuple(z_dims), d_hidden=d_hidden,
                 transition_layers=transition_layers, sequential_steps=sequential_steps, ramp_steps=ramp_steps)
 
@@ -104,8 +105,22 @@ def rollout_errors(model, test: dict, t1: int, dt: int, roll: int, samples: int,
             "pred": pred[..., 0], "truth": truth}
 
 
+def latent_probe(model, probe: dict, t: int) -> dict:
+    """What the belief b_t and the mean of p_B(z | b_t) encode of the oscillator's state
+    (position, u = velocity / omega) and of its frequency: held-out R^2 of linear maps, fit
+    on the first half of the probe sequences and scored on the second."""
+    b = belief_at(model, probe["x"], t)
+    with torch.no_grad():
+        z = model.p_b.mean(b.to(next(model.parameters()).device)).cpu()
+    half = len(b) // 2
+    targets = {"pos": probe["pos"][:, t - 1], "u": probe["u"][:, t - 1], "omega": probe["omega"]}
+    return {f"probe/{name}_{k}_r2": M.linear_r2(f[:half], y[:half], f[half:], y[half:])
+            for name, f in (("b", b), ("z", z)) for k, y in targets.items()}
+
+
 @register("tdvae_oscillator", paper=PAPER, claims_file="claims_oscillator.toml",
-          figures=[figures.oscillator_rollouts, figures.oscillator_errors, figures.training_loss])
+          figures=[figures.oscillator_rollouts, figures.oscillator_errors, figures.oscillator_latent_probe,
+                   figures.training_loss])
 def run_oscillator(ctx: RunContext) -> dict:
     """Noisy harmonic oscillator: jumpy rollouts from t1 = 60 at dt = 20 and 100 (figure 4), scored by a sinusoid fit."""
     cfg = oscillator_setup()
@@ -132,6 +147,10 @@ def run_oscillator(ctx: RunContext) -> dict:
     metrics = {"params": count_parameters(model), "train_minutes": train_seconds / 60}
     with torch.no_grad():
         metrics["test_loss"] = model.loss(test["x"], cfg["skips"], 16, ctx.generator("test loss"))[0].item()
+    metrics.update(latent_probe(model, D.oscillator(cfg["probe_sequences"], cfg["t1"], ctx.generator("probe data")),
+                                cfg["t1"]))
+    ctx.log("linear R^2 at t1 from the belief b / the latent's mean z: " + ", ".join(
+        f"{k} {metrics[f'probe/b_{k}_r2']:.2f} / {metrics[f'probe/z_{k}_r2']:.2f}" for k in ("pos", "u", "omega")))
     saved = {"x": test["x"][:8, :, 0]}
     for dt in cfg["jumps"]:
         err = rollout_errors(model, test, cfg["t1"], dt, cfg["roll"], cfg["samples"], ctx.generator(f"rollout {dt}"))

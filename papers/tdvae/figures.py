@@ -57,6 +57,31 @@ def oscillator_errors(record, out):
     return plotting.save(fig, out / "oscillator_errors")
 
 
+def oscillator_latent_probe(record, out):
+    """What the belief b_t1 and the latent's mean encode of position, velocity and frequency
+    (held-out R^2 of linear maps): a latent that lost the frequency cannot roll out the
+    right one."""
+    m = record.metrics
+    keys = [k for k in ("pos", "u", "omega") if f"probe/b_{k}_r2" in m]
+    if not keys:
+        return None  # a run from before the probe existed
+    labels = {"pos": "position", "u": "velocity / omega", "omega": "frequency omega"}
+    fig, ax = plotting.subplots(figsize=(6, 3.4))
+    width = 0.38
+    for j, (name, color) in enumerate((("b", "#1b9e77"), ("z", "#d95f02"))):
+        vals = [max(m[f"probe/{name}_{k}_r2"], 0.0) for k in keys]
+        bars = ax.bar([i + (j - 0.5) * width for i in range(len(keys))], vals, width, color=color,
+                      label="LSTM belief b_t1" if name == "b" else "mean of p_B(z | b_t1)")
+        for bar, k in zip(bars, keys):
+            ax.text(bar.get_x() + width / 2, bar.get_height() + 0.02, f"{m[f'probe/{name}_{k}_r2']:.2f}",
+                    ha="center", fontsize=8)
+    ax.set_xticks(range(len(keys)), [labels[k] for k in keys])
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("held-out linear R^2 (clipped at 0)")
+    ax.legend(fontsize=8, loc="upper right")
+    return plotting.save(fig, out / "oscillator_latent_probe")
+
+
 def training_loss(record, out):
     """Training loss (negative bound, per chunk mean) of every model trained in the run."""
     hist = record.result("history")

@@ -100,6 +100,13 @@ class Hierarchy(nn.Module):
             above.insert(0, z)
         return torch.cat(above, -1), logp
 
+    def mean(self, context):
+        """The mean of each layer given the means of the layers above it."""
+        above = []
+        for i in reversed(range(len(self.z_dims))):
+            above.insert(0, self._params(context, above, i)[0])
+        return torch.cat(above, -1)
+
     def split(self, z):
         return list(z.split(self.z_dims, dim=-1))
 
@@ -405,3 +412,13 @@ def probe_accuracy(train_x, train_y, test_x, test_y, weight_decay: float = 1e-3,
         opt.step(closure)
     with torch.no_grad():
         return 100.0 * (lin(b).argmax(1) == test_y).float().mean().item()
+
+
+def linear_r2(train_x, train_y, test_x, test_y) -> float:
+    """Held-out R^2 of a least-squares linear map (with intercept) from features to a scalar
+    target: 1 when the target is a linear function of the features, about 0 (or below) when
+    they carry nothing about it."""
+    ones = lambda a: torch.cat([a, a.new_ones(len(a), 1)], 1)  # noqa: E731
+    w = torch.linalg.lstsq(ones(train_x).double(), train_y.double()[:, None]).solution
+    pred = (ones(test_x).double() @ w)[:, 0]
+    return (1 - ((pred - test_y.double()) ** 2).mean() / test_y.double().var(unbiased=False)).item()
