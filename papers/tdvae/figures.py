@@ -58,25 +58,29 @@ def oscillator_errors(record, out):
 
 
 def oscillator_latent_probe(record, out):
-    """What the belief b_t1 and the latent's mean encode of position, velocity and frequency
-    (held-out R^2 of linear maps): a latent that lost the frequency cannot roll out the
-    right one."""
+    """What the belief b_t1, the latent's mean and a latent sample encode of position,
+    velocity and frequency (held-out R^2 of linear maps): a latent whose samples lost the
+    frequency cannot roll out the right one."""
     m = record.metrics
     keys = [k for k in ("pos", "u", "omega") if f"probe/b_{k}_r2" in m]
     if not keys:
         return None  # a run from before the probe existed
     labels = {"pos": "position", "u": "velocity / omega", "omega": "frequency omega"}
-    fig, ax = plotting.subplots(figsize=(6, 3.4))
-    width = 0.38
-    for j, (name, color) in enumerate((("b", "#1b9e77"), ("z", "#d95f02"))):
+    fig, ax = plotting.subplots(figsize=(6.5, 3.6))
+    width = 0.27
+    sources = [(n, c, lab) for n, c, lab in (("b", "#1b9e77", "LSTM belief b_t1"),
+                                             ("z", "#d95f02", "mean of p_B(z | b_t1)"),
+                                             ("zs", "#7570b3", "a sample z ~ p_B(z | b_t1): what rollouts use"))
+               if f"probe/{n}_omega_r2" in m]
+    for j, (name, color, label) in enumerate(sources):
         vals = [max(m[f"probe/{name}_{k}_r2"], 0.0) for k in keys]
-        bars = ax.bar([i + (j - 0.5) * width for i in range(len(keys))], vals, width, color=color,
-                      label="LSTM belief b_t1" if name == "b" else "mean of p_B(z | b_t1)")
+        bars = ax.bar([i + (j - (len(sources) - 1) / 2) * width for i in range(len(keys))], vals, width,
+                      color=color, label=label)
         for bar, k in zip(bars, keys):
             ax.text(bar.get_x() + width / 2, bar.get_height() + 0.02, f"{m[f'probe/{name}_{k}_r2']:.2f}",
                     ha="center", fontsize=8)
     ax.set_xticks(range(len(keys)), [labels[k] for k in keys])
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.25)
     ax.set_ylabel("held-out linear R^2 (clipped at 0)")
     ax.legend(fontsize=8, loc="upper right")
     return plotting.save(fig, out / "oscillator_latent_probe")
