@@ -110,15 +110,17 @@ def latent_probe(model, probe: dict, t: int, generator=None) -> dict:
     rollout starts from -- encode of the oscillator's state (position, u = velocity / omega)
     and of its frequency: held-out R^2 of linear maps, fit on the first half of the probe
     sequences and scored on the second.  A mean can carry a variable that its sample drowns
-    in the belief's noise; the sample's R^2 is what reaches the rollouts."""
+    in the belief's noise; the sample's R^2 is what reaches the rollouts.  Also returns, per
+    latent dimension, the spread of the mean across sequences and the belief's std."""
     b = belief_at(model, probe["x"], t)
     with torch.no_grad():
         bd = b.to(next(model.parameters()).device)
         z_mean, z_sample = model.p_b.mean(bd).cpu(), model.p_b.sample(bd, generator)[0].cpu()
     half = len(b) // 2
     targets = {"pos": probe["pos"][:, t - 1], "u": probe["u"][:, t - 1], "omega": probe["omega"]}
-    return {f"probe/{name}_{k}_r2": M.linear_r2(f[:half], y[:half], f[half:], y[half:])
-            for name, f in (("b", b), ("z", z_mean), ("zs", z_sample)) for k, y in targets.items()}
+    r2 = {f"probe/{name}_{k}_r2": M.linear_r2(f[:half], y[:half], f[half:], y[half:])
+          for name, f in (("b", b), ("z", z_mean), ("zs", z_sample)) for k, y in targets.items()}
+    return r2, {"mean_spread": z_mean.std(0).tolist(), "belief_std": (z_sample - z_mean).std(0).tolist()}
 
 
 @register("tdvae_oscillator", paper=PAPER, claims_file="claims_oscillator.toml",
@@ -150,8 +152,13 @@ def run_oscillator(ctx: RunContext) -> dict:
     metrics = {"params": count_parameters(model), "train_minutes": train_seconds / 60}
     with torch.no_grad():
         metrics["test_loss"] = model.loss(test["x"], cfg["skips"], 16, ctx.generator("test loss"))[0].item()
-    metrics.update(latent_probe(model, D.oscillator(cfg["probe_sequences"], cfg["t1"], ctx.generator("probe data")),
-                                cfg["t1"], ctx.generator("probe samples")))
+    r2, per_dim = latent_probe(model, D.oscillator(cfg["probe_sequences"], cfg["t1"], ctx.generator("probe data")),
+                               cfg["t1"], ctx.generator("probe samples"))
+    metrics.update(r2)
+    ctx.save_json("latent_probe", per_dim)
+    ctx.log("per latent dimension (lowest layer first): spread of the belief's mean across sequences "
+            + " ".join(f"{v:.3f}" for v in per_dim["mean_spread"]) + "; belief std "
+            + " ".join(f"{v:.3f}" for v in per_dim["belief_std"]))
     ctx.log("linear R^2 at t1 from the belief b / the mean of p_B(z | b) / a sample of it: " + ", ".join(
         f"{k} {metrics[f'probe/b_{k}_r2']:.2f} / {metrics[f'probe/z_{k}_r2']:.2f} / {metrics[f'probe/zs_{k}_r2']:.2f}"
         for k in ("pos", "u", "omega")))
