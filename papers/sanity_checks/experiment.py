@@ -142,6 +142,12 @@ def images_to_explain(data: dict, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return data["x_test"][:n], data["y_test"][:n]
 
 
+def _f32(a) -> torch.Tensor:
+    """A saved image or map (a tensor, or a list from the resume cache) as float32: the maps
+    are computed in float32, so nothing is lost, and the run record is a tenth of its JSON."""
+    return torch.as_tensor(a, dtype=torch.float32)
+
+
 def maps_for(ctx, model, x, sal, key: str) -> dict[str, torch.Tensor]:
     gen = ctx.generator(f"noise {key}")
     return M.all_maps(model, x.to(ctx.device), ig_steps=sal["ig_steps"],
@@ -222,17 +228,18 @@ def run_model_randomization(ctx: RunContext) -> dict:
                 metrics[f"{dataset}/{kind}/{block}/undefined_rank"] = sum(
                     r["nan_count"] for r in res["comparison"].values())
         saved[dataset] = {
-            "blocks": list(M.CNN.BLOCKS), "images": x[:figures.N_EXAMPLES, 0].tolist(),
+            "blocks": list(M.CNN.BLOCKS), "images": _f32(x[:figures.N_EXAMPLES, 0]),
             "labels": y[:figures.N_EXAMPLES].tolist(),
-            "original": {m: v[:figures.N_EXAMPLES].tolist() for m, v in original.items()},
-            "cascade": [{"blocks": r["blocks"], "examples": r["examples"]} for r in cascade],
+            "original": {m: _f32(v[:figures.N_EXAMPLES]) for m, v in original.items()},
+            "cascade": [{"blocks": r["blocks"], "examples": {m: _f32(v) for m, v in r["examples"].items()}}
+                        for r in cascade],
             "independent_blocks": [r["blocks"] for r in independent]}
         # the abs-vs-signed comparison the paper draws, averaged over the cascade
         for method in M.METHODS:
             for metric in ("spearman_abs", "spearman_signed"):
                 metrics[f"{dataset}/cascade_mean/{method}/{metric}"] = sum(
                     metrics[f"{dataset}/cascade/{b}/{method}/{metric}"] for b in M.CNN.BLOCKS) / 4
-    ctx.save_json("maps", saved)
+    ctx.save_tensors("maps", saved)  # binary float32: a tenth of the JSON
     ctx.save_json("similarity", similarity)
     ctx.save_json("setup", {"datasets": list(datasets), "cnn": arch, "train": cfg, "saliency": sal,
                             "methods": list(M.METHODS), "metrics": list(M.METRICS)})
@@ -289,14 +296,14 @@ def run_data_randomization(ctx: RunContext) -> dict:
             comparison = compare_maps(all_maps["true"], all_maps[other])
             summarise(f"{dataset}/true_vs_{other}", comparison, metrics)
             similarity[f"{dataset}/true_vs_{other}"] = spread(comparison)
-        saved[dataset] = {"images": x[:figures.N_EXAMPLES, 0].tolist(),
+        saved[dataset] = {"images": _f32(x[:figures.N_EXAMPLES, 0]),
                           "labels": y[:figures.N_EXAMPLES].tolist(),
-                          "maps": {name: {m: v[:figures.N_EXAMPLES].tolist() for m, v in mp.items()}
+                          "maps": {name: {m: _f32(v[:figures.N_EXAMPLES]) for m, v in mp.items()}
                                    for name, mp in all_maps.items()},
                           "history": {name: info["history"] for name, info in infos.items()}}
         ctx.log(f"{dataset}: random-label model fits {infos['random']['train_acc']:.2f}% of its "
                 f"labels after {infos['random']['epochs_run']} epochs")
-    ctx.save_json("maps", saved)
+    ctx.save_tensors("maps", saved)  # binary float32: a tenth of the JSON
     ctx.save_json("similarity", similarity)
     ctx.save_json("setup", {"datasets": list(datasets), "cnn": arch, "train": cfg, "saliency": sal,
                             "methods": list(M.METHODS), "metrics": list(M.METRICS)})
