@@ -70,9 +70,8 @@ def oscillator_setup(train_sequences=20000, test_sequences=200, probe_sequences=
     linearly to its full value over ``ramp_steps`` updates."""
     return dict(train_sequences=train_sequences, test_sequences=test_sequences, probe_sequences=probe_sequences,
                 length=length, t1=t1, jumps=tuple(jumps), roll=roll, samples=samples, steps=steps, batch=batch,
-                pairs=pairs, lr=lr,
-                skips=[tuple(s) for s in skips], d_belief=d_belief, z_dims=tuple(z_dims), d_hidden=d_hidden,
-                transition_layers=transition_layers, sequential_steps=sequential_steps, ramp_steps=ramp_steps)
+                pairs=pairs, lr=lr, skips=[tuple(s) for s in skips], d_belief=d_belief, z_dims=tuple(z_dims),
+                d_hidden=d_hidden, transition_layers=transition_layers, sequential_steps=sequential_steps, ramp_steps=ramp_steps)
 
 
 def skip_schedule(skips, step: int, sequential_steps: int, ramp_steps: int):
@@ -105,13 +104,14 @@ def rollout_errors(model, test: dict, t1: int, dt: int, roll: int, samples: int,
             "pred": pred[..., 0], "truth": truth}
 
 
-def latent_probe(model, probe: dict, t: int, generator=None) -> dict:
+def latent_probe(model, probe: dict, t: int, generator=None) -> tuple[dict, dict]:
     """What the belief b_t, the mean of p_B(z | b_t) and a sample z ~ p_B(z | b_t) -- what a
     rollout starts from -- encode of the oscillator's state (position, u = velocity / omega)
     and of its frequency: held-out R^2 of linear maps, fit on the first half of the probe
     sequences and scored on the second.  A mean can carry a variable that its sample drowns
     in the belief's noise; the sample's R^2 is what reaches the rollouts.  Also returns, per
-    latent dimension, the spread of the mean across sequences and the belief's std."""
+    latent dimension, the spread of the mean across sequences and the belief's std (the
+    spread of one sample per sequence around its mean)."""
     b = belief_at(model, probe["x"], t)
     with torch.no_grad():
         bd = b.to(next(model.parameters()).device)
