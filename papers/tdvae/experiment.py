@@ -71,7 +71,8 @@ def oscillator_setup(train_sequences=20000, test_sequences=200, probe_sequences=
     return dict(train_sequences=train_sequences, test_sequences=test_sequences, probe_sequences=probe_sequences,
                 length=length, t1=t1, jumps=tuple(jumps), roll=roll, samples=samples, steps=steps, batch=batch,
                 pairs=pairs, lr=lr, skips=[tuple(s) for s in skips], d_belief=d_belief, z_dims=tuple(z_dims),
-                d_hidden=d_hidden, transition_layers=transition_layers, sequential_steps=sequential_steps, ramp_steps=ramp_steps)
+                d_hidden=d_hidden, transition_layers=transition_layers, sequential_steps=sequential_steps,
+                ramp_steps=ramp_steps)
 
 
 def skip_schedule(skips, step: int, sequential_steps: int, ramp_steps: int):
