@@ -144,7 +144,7 @@ def images_to_explain(data: dict, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _f32(a) -> torch.Tensor:
     """A saved image or map (a tensor, or a list from the resume cache) as float32: the maps
-    are computed in float32, so nothing is lost, and the run record is a tenth of its JSON."""
+    are computed in float32, so nothing is lost, and the file is a quarter of its JSON."""
     return torch.as_tensor(a, dtype=torch.float32)
 
 
@@ -239,7 +239,7 @@ def run_model_randomization(ctx: RunContext) -> dict:
             for metric in ("spearman_abs", "spearman_signed"):
                 metrics[f"{dataset}/cascade_mean/{method}/{metric}"] = sum(
                     metrics[f"{dataset}/cascade/{b}/{method}/{metric}"] for b in M.CNN.BLOCKS) / 4
-    ctx.save_tensors("maps", saved)  # binary float32: a tenth of the JSON
+    ctx.save_tensors("maps", saved)  # binary float32: a quarter of the JSON
     ctx.save_json("similarity", similarity)
     ctx.save_json("setup", {"datasets": list(datasets), "cnn": arch, "train": cfg, "saliency": sal,
                             "methods": list(M.METHODS), "metrics": list(M.METRICS)})
@@ -303,7 +303,7 @@ def run_data_randomization(ctx: RunContext) -> dict:
                           "history": {name: info["history"] for name, info in infos.items()}}
         ctx.log(f"{dataset}: random-label model fits {infos['random']['train_acc']:.2f}% of its "
                 f"labels after {infos['random']['epochs_run']} epochs")
-    ctx.save_tensors("maps", saved)  # binary float32: a tenth of the JSON
+    ctx.save_tensors("maps", saved)  # binary float32: a quarter of the JSON
     ctx.save_json("similarity", similarity)
     ctx.save_json("setup", {"datasets": list(datasets), "cnn": arch, "train": cfg, "saliency": sal,
                             "methods": list(M.METHODS), "metrics": list(M.METRICS)})
