@@ -62,16 +62,14 @@ def oscillator_latent_probe(record, out):
     velocity and frequency (held-out R^2 of linear maps): a latent whose samples lost the
     frequency cannot roll out the right one."""
     m = record.metrics
-    keys = [k for k in ("pos", "u", "omega") if f"probe/b_{k}_r2" in m]
-    if not keys:
+    if "probe/b_omega_r2" not in m:
         return None  # a run from before the probe existed
+    keys = ("pos", "u", "omega")
     labels = {"pos": "position", "u": "velocity / omega", "omega": "frequency omega"}
     fig, ax = plotting.subplots(figsize=(6.5, 3.6))
     width = 0.27
-    sources = [(n, c, lab) for n, c, lab in (("b", "#1b9e77", "LSTM belief b_t1"),
-                                             ("z", "#d95f02", "mean of p_B(z | b_t1)"),
-                                             ("zs", "#7570b3", "a sample z ~ p_B(z | b_t1): what rollouts use"))
-               if f"probe/{n}_omega_r2" in m]
+    sources = (("b", "#1b9e77", "LSTM belief b_t1"), ("z", "#d95f02", "mean of p_B(z | b_t1)"),
+               ("zs", "#7570b3", "a sample z ~ p_B(z | b_t1): what rollouts use"))
     for j, (name, color, label) in enumerate(sources):
         vals = [max(m[f"probe/{name}_{k}_r2"], 0.0) for k in keys]
         bars = ax.bar([i + (j - (len(sources) - 1) / 2) * width for i in range(len(keys))], vals, width,
