@@ -188,13 +188,16 @@ def run_oscillator(ctx: RunContext) -> dict:
 
 @gin.configurable(module="tdvae")
 def probe_setup(gaps=(20, 60), d_beliefs=(16, 64), seeds=(0, 1, 2), steps=3000, batch=32, pairs=4, lr=1e-3,
-                short_skip=10, probe_train=2000, probe_test=1000, z_dims=(8,), d_hidden=32):
+                short_skip=10, probe_train=2000, probe_test=1000, z_dims=(8,), d_hidden=32, transition_layers=1,
+                sequential_steps=0, ramp_steps=0):
     """The paper: middle segment of 100 steps, mean of 20 runs; here shorter gaps and fewer
     seeds at cpu scale.  TD-VAE's skips: dt ~ U[1, short_skip] w.p. 0.8, U[1, length] w.p.
-    0.2 (the oscillator's mixture, stretched to the sequence)."""
+    0.2 (the oscillator's mixture, stretched to the sequence), optionally after the
+    oscillator's curriculum (``sequential_steps``, ``ramp_steps``: see skip_schedule)."""
     return dict(gaps=tuple(gaps), d_beliefs=tuple(d_beliefs), seeds=tuple(seeds), steps=steps, batch=batch,
                 pairs=pairs, lr=lr, short_skip=short_skip, probe_train=probe_train, probe_test=probe_test,
-                z_dims=tuple(z_dims), d_hidden=d_hidden)
+                z_dims=tuple(z_dims), d_hidden=d_hidden, transition_layers=transition_layers,
+                sequential_steps=sequential_steps, ramp_steps=ramp_steps)
 
 
 def belief_at(model, x, t: int, chunk: int = 500):
@@ -226,12 +229,14 @@ def run_belief_probe(ctx: RunContext) -> dict:
                         if kind == "tdvae":
                             model = M.TDVAE(1, d_belief=d, z_dims=cfg["z_dims"], d_hidden=cfg["d_hidden"],
                                             d_pre=cfg["d_hidden"], obs_std=D.OBS_NOISE,
-                                            dt_scale=float(length) / 4).to(ctx.device)
+                                            dt_scale=float(length) / 4,
+                                            transition_layers=cfg["transition_layers"]).to(ctx.device)
                         else:
                             model = M.NextStep(1, d_belief=d, d_pre=cfg["d_hidden"], d_hidden=cfg["d_hidden"],
                                                obs_std=D.OBS_NOISE).to(ctx.device)
                         batch_fn = lambda g: D.piecewise_frequencies(cfg["batch"], gap, g)["x"].to(ctx.device)  # noqa: E731
-                        loss_fn = lambda m, x, g, step: m.loss(x, skips, cfg["pairs"], g)  # noqa: E731
+                        loss_fn = lambda m, x, g, step: m.loss(  # noqa: E731
+                            x, skip_schedule(skips, step, cfg["sequential_steps"], cfg["ramp_steps"]), cfg["pairs"], g)
                         t0 = time.time()
                         hist = fit(ctx, key, model, batch_fn, loss_fn, cfg["steps"], cfg["lr"], chunks=4)
                         acc = M.probe_accuracy(belief_at(model, probe_train["x"], t_probe), probe_train["label"],
