@@ -243,3 +243,45 @@ def test_hierarchy_mean_is_the_top_down_mean():
     top = h.blocks[1](c)[0]
     low = h.blocks[0](torch.cat([c, top], -1))[0]
     torch.testing.assert_close(h.mean(c), torch.cat([low, top], -1))
+
+
+def test_rollout_means_are_deterministic_and_default_is_unchanged():
+    torch.manual_seed(0)
+    model = M.TDVAE(1, d_belief=8, z_dims=(2, 2), d_hidden=8, d_pre=8, read_first=True)
+    x = torch.randn(3, 30, 1)
+    jumps = [20] + [1] * 5
+    a, _ = model.rollout(x, 10, jumps, torch.Generator().manual_seed(5), samples=2)
+    b, _ = model.rollout(x, 10, jumps, torch.Generator().manual_seed(5), samples=2, mean_belief=False,
+                         mean_transition=False)
+    torch.testing.assert_close(a, b)
+    c, zc = model.rollout(x, 10, jumps, torch.Generator().manual_seed(5), samples=2, mean_belief=True,
+                          mean_transition=True)
+    d, _ = model.rollout(x, 10, jumps, torch.Generator().manual_seed(9), samples=2, mean_belief=True,
+                         mean_transition=True)
+    torch.testing.assert_close(c, d)  # no randomness left
+    torch.testing.assert_close(c[:, 0], c[:, 1])
+    # by hand: the belief's mean, then the transition's mean at each jump
+    z = model.p_b.mean(model.belief(x[:, :10])[:, 10])
+    for k, dt in enumerate(jumps):
+        z = model.transition(z, float(dt))[0]
+        torch.testing.assert_close(zc[:, 0, k], z)
+
+
+def test_diagnose_reproduces_the_run_metrics():
+    """The diagnostic rebuilds the run's model and test set: its paper-protocol row equals
+    the run's own metrics."""
+    import json
+
+    import registry
+    from common import runs
+    from papers.tdvae import diagnose
+
+    rec = runs.execute(registry.get("tdvae_oscillator"), profile="smoke", quiet=True)
+    metrics = json.loads((rec.path / "metrics.json").read_text())
+    metrics = metrics.get("metrics", metrics)
+    rows = diagnose.diagnose(rec.path)
+    assert len(rows) == 2 * len(diagnose.MODES)
+    for r in rows:
+        if r["mode"].startswith("sample z, sample p_T"):
+            for k in ("freq", "amp", "phase"):
+                assert r[k] == pytest.approx(metrics[f"dt{r['dt']}/{k}_median"], abs=1e-6)

@@ -84,12 +84,13 @@ def skip_schedule(skips, step: int, sequential_steps: int, ramp_steps: int):
     return [(p, lo, max(lo, int(lo + frac * (hi - lo) + 0.5))) for p, lo, hi in skips]
 
 
-def rollout_errors(model, test: dict, t1: int, dt: int, roll: int, samples: int, generator) -> dict:
+def rollout_errors(model, test: dict, t1: int, dt: int, roll: int, samples: int, generator, **means) -> dict:
     """Jump dt from the belief at t1, roll ``roll`` steps of 1, fit a sinusoid to the
     roll + 1 decoded points; errors against the true oscillator (relative frequency and
-    amplitude, absolute phase in radians) per (sequence, sample)."""
+    amplitude, absolute phase in radians, and the fitted / true amplitude) per (sequence,
+    sample).  ``means``: model.rollout's mean_belief / mean_transition."""
     jumps = [dt] + [1] * roll
-    pred, _ = model.rollout(test["x"], t1, jumps, generator, samples)  # (n, S, roll+1, 1)
+    pred, _ = model.rollout(test["x"], t1, jumps, generator, samples, **means)  # (n, S, roll+1, 1)
     n = pred.shape[0]
     y = pred[..., 0].reshape(n * samples, roll + 1)
     w_fit, a_fit, phi_fit = D.fit_sinusoid(y)
@@ -99,7 +100,7 @@ def rollout_errors(model, test: dict, t1: int, dt: int, roll: int, samples: int,
     rep = lambda t: t.repeat_interleave(samples)  # noqa: E731
     truth = D.noiseless_continuation(pos, u, w, dt + roll)[:, dt - 1:]  # (n, roll + 1)
     return {"freq": ((w_fit - rep(w)).abs() / rep(w)),
-            "amp": ((a_fit - rep(amp)).abs() / rep(amp)),
+            "amp": ((a_fit - rep(amp)).abs() / rep(amp)), "amp_ratio": a_fit / rep(amp),
             "phase": D.wrap(phi_fit - rep(theta)).abs(),
             "rmse": ((pred[..., 0] - truth[:, None]) ** 2).mean(-1).sqrt().reshape(-1),
             "pred": pred[..., 0], "truth": truth}
@@ -124,6 +125,13 @@ def latent_probe(model, probe: dict, t: int, generator=None) -> tuple[dict, dict
     return r2, {"mean_spread": z_mean.std(0).tolist(), "belief_std": (z_sample - z_mean).std(0).tolist()}
 
 
+def oscillator_model(cfg: dict):
+    """The oscillator's TD-VAE for an oscillator_setup() dict (the decoder reads z's first component)."""
+    return M.TDVAE(1, d_belief=cfg["d_belief"], z_dims=tuple(cfg["z_dims"]), d_hidden=cfg["d_hidden"],
+                   d_pre=cfg["d_hidden"], read_first=True, obs_std=D.OBS_NOISE, dt_scale=10.0,
+                   transition_layers=cfg["transition_layers"])
+
+
 @register("tdvae_oscillator", paper=PAPER, claims_file="claims_oscillator.toml",
           figures=[figures.oscillator_rollouts, figures.oscillator_errors, figures.oscillator_latent_probe,
                    figures.training_loss])
@@ -135,9 +143,7 @@ def run_oscillator(ctx: RunContext) -> dict:
     ctx.log(f"oscillator: {cfg['train_sequences']} training and {cfg['test_sequences']} test sequences of "
             f"{cfg['length']} steps; omega ~ U{D.OMEGA}, amplitude ~ U{D.AMPLITUDE}, noise process "
             f"{D.PROCESS_NOISE} / observation {D.OBS_NOISE}")
-    model = M.TDVAE(1, d_belief=cfg["d_belief"], z_dims=cfg["z_dims"], d_hidden=cfg["d_hidden"],
-                    d_pre=cfg["d_hidden"], read_first=True, obs_std=D.OBS_NOISE, dt_scale=10.0,
-                    transition_layers=cfg["transition_layers"]).to(ctx.device)
+    model = oscillator_model(cfg).to(ctx.device)
     x_train = train["x"].to(ctx.device)
 
     def batch_fn(gen):

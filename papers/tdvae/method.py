@@ -215,17 +215,19 @@ class StateSpace(nn.Module):
         return mu + torch.exp(ls) * _randn(mu.shape, mu, generator)
 
     @torch.no_grad()
-    def rollout(self, x, t, jumps, generator=None, samples: int = 1):
+    def rollout(self, x, t, jumps, generator=None, samples: int = 1, mean_belief: bool = False,
+                mean_transition: bool = False):
         """Jumpy rollouts from the belief at time t (having read x_1..x_t): z ~ p_B(b_t), then
         z <- p_T(z, dt) for each dt in ``jumps``; returns the decoded means (B, samples,
-        len(jumps), x_dim) and the latents (B, samples, len(jumps), z_dim)."""
+        len(jumps), x_dim) and the latents (B, samples, len(jumps), z_dim).  ``mean_belief`` /
+        ``mean_transition`` take the mean instead of a sample (a diagnostic; the paper samples)."""
         x = x.to(next(self.parameters()).device)
         b = self.belief(x[:, :t])[:, t]
         b = b.unsqueeze(1).expand(-1, samples, -1)
-        z, _ = self.p_b.sample(b, generator)
+        z = self.p_b.mean(b) if mean_belief else self.p_b.sample(b, generator)[0]
         zs = []
         for dt in jumps:
-            z = self.transition_sample(z, float(dt), generator)
+            z = self.transition(z, float(dt))[0] if mean_transition else self.transition_sample(z, float(dt), generator)
             zs.append(z)
         zs = torch.stack(zs, 2)
         return self.decoder.mean(zs).cpu(), zs.cpu()
