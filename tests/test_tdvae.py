@@ -137,11 +137,15 @@ def test_sequential_losses_are_finite_and_differentiable(cls):
     assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith(("belief", "decoder")))
 
 
-def test_rollouts_shapes_and_reproducible():
+def _tiny_rollout_setup():
+    """A small untrained oscillator TD-VAE, 3 sequences of 30 steps and a jump then unit steps."""
     torch.manual_seed(0)
     model = M.TDVAE(1, d_belief=8, z_dims=(2, 2), d_hidden=8, d_pre=8, read_first=True)
-    x = torch.randn(3, 30, 1)
-    jumps = [20] + [1] * 5
+    return model, torch.randn(3, 30, 1), [20] + [1] * 5
+
+
+def test_rollouts_shapes_and_reproducible():
+    model, x, jumps = _tiny_rollout_setup()
     a, za = model.rollout(x, 10, jumps, torch.Generator().manual_seed(5), samples=4)
     b, _ = model.rollout(x, 10, jumps, torch.Generator().manual_seed(5), samples=4)
     assert a.shape == (3, 4, 6, 1) and za.shape == (3, 4, 6, 4)
@@ -246,10 +250,7 @@ def test_hierarchy_mean_is_the_top_down_mean():
 
 
 def test_rollout_means_are_deterministic_and_default_is_unchanged():
-    torch.manual_seed(0)
-    model = M.TDVAE(1, d_belief=8, z_dims=(2, 2), d_hidden=8, d_pre=8, read_first=True)
-    x = torch.randn(3, 30, 1)
-    jumps = [20] + [1] * 5
+    model, x, jumps = _tiny_rollout_setup()
     a, _ = model.rollout(x, 10, jumps, torch.Generator().manual_seed(5), samples=2)
     b, _ = model.rollout(x, 10, jumps, torch.Generator().manual_seed(5), samples=2, mean_belief=False,
                          mean_transition=False)
