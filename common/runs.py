@@ -311,6 +311,13 @@ def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)
 
 
+def derived_seed(seed: int, key: str) -> int:
+    """The seed a run with ``seed`` uses for ``key`` (RunContext.seed_for / generator); lets a
+    tool rebuild a finished run's data without a RunContext."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % 2**31
+
+
 @dataclass
 class RunContext:
     """What an experiment's ``run(ctx)`` receives."""
@@ -360,8 +367,7 @@ class RunContext:
 
     # ---- sub-runs and resumption
     def seed_for(self, key: str) -> int:
-        digest = hashlib.sha256(f"{self.seed}:{key}".encode()).digest()
-        return int.from_bytes(digest[:4], "little") % 2**31
+        return derived_seed(self.seed, key)
 
     def once(self, key: str, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` once per run: its JSON result is saved under

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import types
 
 import torch
 
-from common.runs import RunContext
+from common.runs import derived_seed
 from papers.tdvae import data as D
 from papers.tdvae.experiment import oscillator_model, rollout_errors
 
@@ -38,12 +37,12 @@ def diagnose(run_dir) -> list[dict]:
     model = oscillator_model(cfg)
     model.load_state_dict(state["objects"]["model"])
     model.eval()
-    seed_for = types.MethodType(RunContext.seed_for, types.SimpleNamespace(seed=seed))
-    test = D.oscillator(cfg["test_sequences"], cfg["length"], torch.Generator().manual_seed(seed_for("test data")))
+    test_gen = torch.Generator().manual_seed(derived_seed(seed, "test data"))
+    test = D.oscillator(cfg["test_sequences"], cfg["length"], test_gen)
     rows = []
     for dt in cfg["jumps"]:
         for mode, means in MODES.items():
-            gen = torch.Generator().manual_seed(seed_for(f"rollout {dt}"))
+            gen = torch.Generator().manual_seed(derived_seed(seed, f"rollout {dt}"))
             err = rollout_errors(model, test, cfg["t1"], dt, cfg["roll"], cfg["samples"], gen, **means)
             rows.append({"dt": dt, "mode": mode, **{k: err[k].median().item()
                                                     for k in ("freq", "amp", "phase", "amp_ratio")}})
