@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -185,6 +186,19 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batches (dicts, lists, numpy arrays) and nothing that runs code."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+        return super().find_class(module, name)
+
+
 def cifar10(train: bool = True, root=None, download: bool = False, checksums=CIFAR10_MD5) -> Split:
     """The python-pickle release (cifar-10-batches-py/), as torchvision unpacks it."""
     root = default_root(root)
@@ -203,7 +217,7 @@ def cifar10(train: bool = True, root=None, download: bool = False, checksums=CIF
         raw = path.read_bytes()
         if checksums is not None and md5(raw) != checksums[name]:
             raise ChecksumError(f"{path} fails its md5 ({md5(raw)} != {checksums[name]})")
-        batch = pickle.loads(raw, encoding="latin1")
+        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
         images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch["labels"])
     x = torch.from_numpy(np.concatenate(images)).float().div_(255)

@@ -5,8 +5,21 @@ papers (``python -m registry list``) stays fast."""
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 from pathlib import Path
+
+_WATERMARK: list[str | None] = [None]
+
+
+@contextlib.contextmanager
+def watermark(text: str | None):
+    """Stamp ``text`` across every figure saved inside (e.g. "smoke: not a result")."""
+    _WATERMARK.append(text)
+    try:
+        yield
+    finally:
+        _WATERMARK.pop()
 
 
 @cache
@@ -28,10 +41,13 @@ def subplots(*args, **kwargs):
 
 def save(fig, path: Path, dpi: int = 130) -> Path:
     """Save ``fig`` as PNG atomically and close it."""
-    from common.runs import _atomic_path
+    from common.atomic import atomic_path
 
+    if _WATERMARK[-1]:
+        fig.text(0.5, 0.5, _WATERMARK[-1], ha="center", va="center", rotation=25,
+                 fontsize=28, color="red", alpha=0.35, fontweight="bold", zorder=100)
     path = Path(path).with_suffix(".png")
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     plt().close(fig)
     return path

@@ -1,175 +1,43 @@
-"""The hub's plugin registry and command line: ``python -m registry ...``.
+"""The command line: ``python -m registry COMMAND ...`` (``--help`` on every command).
 
-Every experiment registers itself with one decorator at its definition site::
-
-    @register("gce_noisy_labels", paper=PAPER, figures=[accuracy_vs_noise])
-    def run(ctx: RunContext) -> dict: ...
-
-The registry is a dict and a few pure functions (timm's ``_registry.py`` was
-the model).  Discovery imports every ``papers/<paper>`` package the first time
-the registry is consulted, never at import time, and an import error names the
-paper that failed.
+It sits on top of the registry (``registry/__init__.py``, which imports nothing
+of ``common/``) and the run machinery in ``common/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import importlib
-import pkgutil
+import errno
 import signal
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
-PROFILES = ("smoke", "cpu", "full")
-ROOT = Path(__file__).resolve().parent
+from common import claims, records, report
+from common.execute import RunInterrupted, execute
+from registry import PROFILES, ROOT, ReproError, get, names
 
-
-class ReproError(Exception):
-    """An error a user can act on: printed as one message, without a traceback."""
+_WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
-class UnknownExperiment(ReproError, KeyError):
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
-
-
-@dataclass(frozen=True)
-class Paper:
-    title: str
-    authors: str
-    venue: str
-    arxiv: str = ""
-    code: str = ""  # reference implementation(s) whose details were followed
-
-    @property
-    def short(self) -> str:
-        first = self.authors.split(",")[0].split(" and ")[0].strip()
-        surname = first.split()[-1] if first else "?"
-        etal = " et al." if ("," in self.authors or " and " in self.authors) else ""
-        return f"{surname}{etal} ({self.venue})"
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    paper: Paper
-    run: Callable  # run(ctx) -> dict of scalar metrics
-    folder: Path  # the paper's folder: configs/, claims.toml, README.md
-    gin_module: str  # the gin module its configurables live under
-    figures: tuple[Callable, ...] = ()
-    default_profile: str = "cpu"
-    description: str = ""
-    claims_file: str = "claims.toml"
-    data: tuple[str, ...] = field(default=())  # datasets it reads, for `show`
-
-    @property
-    def claims_path(self) -> Path:
-        return self.folder / self.claims_file
-
-    def profile_path(self, profile: str) -> Path:
-        return self.folder / "configs" / f"{profile}.gin"
-
-    @property
-    def profiles(self) -> tuple[str, ...]:
-        return tuple(p for p in PROFILES if self.profile_path(p).exists())
-
-
-_REGISTRY: dict[str, Experiment] = {}
-_DISCOVERED = False
-
-
-def register(
-    name: str,
-    *,
-    paper: Paper,
-    figures=(),
-    default_profile: str = "cpu",
-    description: str = "",
-    gin_module: str | None = None,
-    claims_file: str = "claims.toml",
-    data=(),
-):
-    """Register ``run(ctx) -> metrics`` as experiment ``name``.
-
-    The paper folder (configs/, claims.toml) is the folder of the module that
-    defines ``run``; the gin module defaults to that folder's name.
-    """
-
-    def decorator(fn: Callable) -> Callable:
-        module = sys.modules[fn.__module__]
-        folder = Path(module.__file__).resolve().parent
-        if name in _REGISTRY and _REGISTRY[name].run is not fn:
-            raise ReproError(f"experiment {name!r} is registered twice "
-                             f"({_REGISTRY[name].folder} and {folder})")
-        _REGISTRY[name] = Experiment(
-            name=name, paper=paper, run=fn, folder=folder,
-            gin_module=gin_module or folder.name, figures=tuple(figures),
-            default_profile=default_profile,
-            description=description or (fn.__doc__ or "").strip().split("\n")[0],
-            claims_file=claims_file, data=tuple(data))
-        return fn
-
-    return decorator
-
-
-def discover() -> dict[str, Experiment]:
-    """Import every package under papers/ once; fail loudly naming the paper."""
-    global _DISCOVERED
-    if not _DISCOVERED:
-        import papers
-
-        for info in sorted(pkgutil.iter_modules(papers.__path__), key=lambda m: m.name):
-            if not info.ispkg:
-                continue
-            try:
-                importlib.import_module(f"papers.{info.name}")
-            except Exception as exc:  # a broken plugin must not hide silently
-                raise ReproError(f"could not import paper plugin papers/{info.name}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        _DISCOVERED = True
-    return _REGISTRY
-
-
-def names() -> list[str]:
-    return sorted(discover())
-
-
-def get(name: str) -> Experiment:
-    experiments = discover()
-    if name in experiments:
-        return experiments[name]
-    close = difflib.get_close_matches(name, list(experiments), n=3, cutoff=0.4)
-    close += [n for n in experiments if name and name in n and n not in close]
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UnknownExperiment(f"unknown experiment {name!r}{hint} "
-                            f"(`python -m registry list` shows all {len(experiments)})")
-
-
-# --------------------------------------------------------------------------- CLI
+def _committed_summary(name: str, reports_dir) -> str:
+    exp = get(name)
+    judged = report.judge(exp, records.sections(records.archived_runs(name, reports_dir)))
+    parts = [f"{s.profile}: {claims.summary(rows)}" for s, rows in judged if s.primary]
+    return "; ".join(parts) or "-"
 
 
 def _cmd_list(args) -> int:
-    from common import claims, runs
-
     rows = []
     for name in names():
         exp = get(name)
-        record = runs.latest_run(name, runs_dir=args.runs_dir)
-        verdict = "-"
-        if record is not None:
-            table = claims.compare(exp, [record])
-            verdict = f"{record.profile}: {claims.summary(table)}"
-        rows.append((name, exp.paper.short, ",".join(exp.profiles), verdict))
-    _print_table(("experiment", "paper", "profiles", "last run"), rows)
+        last = records.list_runs(name, runs_dir=args.runs_dir)
+        local = f"{last[-1].id} ({last[-1].status})" if last else "-"
+        rows.append((name, exp.paper.short, ",".join(exp.profiles),
+                     _committed_summary(name, args.reports_dir), local))
+    _print_table(("experiment", "paper", "profiles", "committed verdict", "last local run"), rows)
     return 0
 
 
 def _cmd_show(args) -> int:
-    from common import claims, runs
-
     exp = get(args.name)
     p = exp.paper
     print(f"{exp.name}: {exp.description}")
@@ -180,15 +48,17 @@ def _cmd_show(args) -> int:
     print(f"  folder  {exp.folder.relative_to(ROOT) if exp.folder.is_relative_to(ROOT) else exp.folder}")
     if exp.data:
         print(f"  data    {', '.join(exp.data)}")
+    print(f"  verdict {_committed_summary(exp.name, args.reports_dir)} (committed report)")
     print(f"\nprofiles (default {exp.default_profile}):")
     for profile in exp.profiles:
-        doc = runs.profile_doc(exp.profile_path(profile))
+        doc = records.profile_doc(exp.profile_path(profile))
         print(f"  {profile:5s} " + ("\n        ".join(doc) if doc else "(undocumented)"))
     print("\nclaims:")
     for c in claims.load_claims(exp.claims_path):
-        print(f"  [{','.join(c.profiles) or '-'}] {c.id}: {c.text}")
+        kind = "precondition " if c.is_precondition else ""
+        print(f"  [{','.join(c.profiles) or '-'}] {kind}{c.id}: {c.text}")
         print(f"      reported {c.reported_str()}  ({c.source})")
-    recent = runs.list_runs(exp.name, runs_dir=args.runs_dir)[-5:]
+    recent = records.list_runs(exp.name, runs_dir=args.runs_dir)[-5:]
     if recent:
         print("\nrecent runs:")
         for r in recent:
@@ -197,51 +67,84 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from common import runs
-
     exp = get(args.name)
-    record = runs.execute(
+    record = execute(
         exp, profile=args.profile, seed=args.seed, device=args.device,
         bindings=args.gin, data_dir=args.data_dir, resume=args.resume,
         quiet=args.quiet, runs_dir=args.runs_dir, deterministic=args.deterministic,
-        download=args.download, amp=args.amp, argv=sys.argv)
+        download=args.download, amp=args.amp, threads=args.threads, argv=sys.argv)
     print(f"run complete: {record.path}")
     print(f"  metrics: {record.path / 'metrics.json'}  ({record.wall_str()})")
     print(f"  next: python -m registry compare {exp.name}   |   "
-          f"python -m registry figures {exp.name}")
+          f"python -m registry report {exp.name}")
     return 0
 
 
-def _cmd_figures(args) -> int:
-    from common import report, runs
+def _describe(record: records.RunRecord) -> str:
+    where = "archived in reports/" if "reports" in record.path.parts[-4:-1] else "in runs/"
+    return f"run {record.id} ({record.profile}, seed {record.seed}, {where})"
 
+
+def _cmd_figures(args) -> int:
     exp = get(args.name)
-    record = runs.find_run(exp.name, args.run, runs_dir=args.runs_dir,
-                           reports_dir=args.reports_dir)
-    for path in report.make_figures(exp, record, out_dir=args.out):
-        print(path)
+    if args.run:
+        record = records.find_run(exp.name, args.run, runs_dir=args.runs_dir,
+                                  reports_dir=args.reports_dir)
+    else:
+        record = report.plan(exp, args.runs_dir, args.reports_dir, args.profile).figure_record
+        if record is None:
+            raise ReproError(f"no complete run of {exp.name} yet: "
+                             f"python -m registry run {exp.name} --profile smoke")
+    out = args.out
+    archive = records.reports_root(args.reports_dir).resolve()
+    if out is None and record.path.resolve().is_relative_to(archive):
+        out = records.runs_root(args.runs_dir) / exp.name / f"figures-{record.id}"  # never into reports/
+    print(f"figures from {_describe(record)} (the run `compare` and `report` use; "
+          f"--run or --profile chooses another)")
+    for path in report.make_figures(exp, record, out_dir=out):
+        print(f"  {path}")
     return 0
 
 
 def _cmd_compare(args) -> int:
-    from common import claims, report, runs
-
     exp = get(args.name)
-    records = runs.records_for_report(exp.name, runs_dir=args.runs_dir,
-                                      reports_dir=args.reports_dir, profiles=args.profile)
-    table = claims.compare(exp, records)
-    print(claims.format_table(table))
-    path = report.write_results(exp, records, table, reports_dir=args.reports_dir)
-    print(f"\nwritten: {path}")
+    p = report.plan(exp, args.runs_dir, args.reports_dir, args.profile, args.allow_dirty)
+    for m in p.messages:
+        print(m)
+    judged = report.judge(exp, p.sections)
+    for s, rows in judged:
+        print(f"\n{'reproduction' if s.primary else 'other group'}: {s.label} "
+              f"(runs {', '.join(r.id for r in s.records)})")
+        print(claims.format_table(rows))
+    if not judged:
+        print(claims.format_table(claims.compare(exp, [])))
+    if p.figure_record is not None:
+        print(f"\nfigures come from {_describe(p.figure_record)}")
+    if args.write:
+        report.build_experiment(exp, args.runs_dir, args.reports_dir, args.profile,
+                                args.allow_dirty, log=lambda m: None)
+        print(f"written: {report.write_scoreboard(args.reports_dir)} and "
+              f"{records.reports_root(args.reports_dir) / exp.name / 'results.md'}")
+    else:
+        print("\n(printed only; `--write` or `python -m registry report` updates reports/)")
     return 0
 
 
 def _cmd_report(args) -> int:
-    from common import report
-
     path = report.build_all(names=args.names or None, runs_dir=args.runs_dir,
-                            reports_dir=args.reports_dir, profiles=args.profile)
+                            reports_dir=args.reports_dir, profiles=args.profile,
+                            allow_dirty=args.allow_dirty)
     print(f"written: {path}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    problems = report.verify(reports_dir=args.reports_dir, figures=args.figures)
+    if problems:
+        print(f"verify: {len(problems)} difference(s); rebuild with `python -m registry report` "
+              f"(and commit) if the change is intended", file=sys.stderr)
+        return 1
+    print("verify: every committed report follows from its archived runs and the claims files")
     return 0
 
 
@@ -252,30 +155,43 @@ def _print_table(header, rows) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    def locations(p, default):
+        p.add_argument("--runs-dir", default=default,
+                       help="where run folders live (default: $REPRO_RUNS or ./runs)")
+        p.add_argument("--reports-dir", default=default,
+                       help="where reports are read and written (default: $REPRO_REPORTS "
+                            "or ./reports)")
+
+    common = argparse.ArgumentParser(add_help=False)  # the same options after the command
+    locations(common, argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="python -m registry",
         description="Run paper reproductions, regenerate their figures and compare with the paper.")
-    parser.add_argument("--runs-dir", default=None,
-                        help="where run folders live (default: $REPRO_RUNS or ./runs)")
-    parser.add_argument("--reports-dir", default=None,
-                        help="where reports are written (default: $REPRO_REPORTS or ./reports)")
+    locations(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="every experiment, its paper and the last run's verdict")
-    p.set_defaults(fn=_cmd_list)
+    def command(name, help_, fn):
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        p.set_defaults(fn=fn)
+        return p
 
-    p = sub.add_parser("show", help="paper, claims, profiles and their cost")
-    p.add_argument("name")
-    p.set_defaults(fn=_cmd_show)
+    command("list", "every experiment, its paper, committed verdict and last local run", _cmd_list)
 
-    p = sub.add_parser("run", help="run an experiment and leave a self-describing run folder")
-    p.add_argument("name")
+    p = command("show", "paper, claims, profiles and their cost", _cmd_show)
+    p.add_argument("name", help="the experiment (see `list`)")
+
+    p = command("run", "run an experiment and leave a self-describing run folder", _cmd_run)
+    p.add_argument("name", help="the experiment (see `list`)")
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="budget: smoke (seconds), cpu (<~1 h on 2 cores), full (the paper's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="where to compute (auto: CUDA, then MPS, then CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's; recorded in run.json)")
     p.add_argument("--gin", action="append", default=[], metavar="BINDING",
-                   help="override a parameter, e.g. --gin 'gce.train.epochs = 3' (repeatable)")
+                   help="override a parameter, e.g. --gin 'gce.train.epochs = 3' (repeatable); "
+                        "such a run is reported apart from the profile's reproduction")
     p.add_argument("--data-dir", default=None,
                    help="offline dataset root (default: $REPRO_DATA, then ~/.cache/repro-hub/data)")
     p.add_argument("--download", action="store_true",
@@ -286,24 +202,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (slower on GPU; always on in tests)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (opt-in)")
-    p.set_defaults(fn=_cmd_run)
 
-    p = sub.add_parser("figures", help="regenerate an experiment's figures from a saved run")
-    p.add_argument("name")
-    p.add_argument("--run", default=None, help="run folder or id (default: the latest complete)")
-    p.add_argument("--out", default=None, help="output folder (default: the run's figures/)")
-    p.set_defaults(fn=_cmd_figures)
+    try:
+        from common import sweep as sweep_mod
+    except ImportError:
+        sweep_mod = None
+    if sweep_mod is not None:
+        sweep_mod.add_sweep_parser(sub, parents=[common])
 
-    p = sub.add_parser("compare", help="reproduced vs reported, one verdict per claim")
-    p.add_argument("name")
+    p = command("figures", "regenerate an experiment's figures from a saved run", _cmd_figures)
+    p.add_argument("name", help="the experiment (see `list`)")
+    p.add_argument("--run", default=None,
+                   help="run folder or id (default: the run `compare` and `report` use)")
     p.add_argument("--profile", action="append", choices=PROFILES, default=None,
-                   help="profiles to compare (default: every one with runs, smoke only if alone)")
-    p.set_defaults(fn=_cmd_compare)
+                   help="choose among these profiles' runs (repeatable)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: the run's figures/; for an archived run, "
+                        "runs/NAME/figures-RUN/, never reports/)")
 
-    p = sub.add_parser("report", help="rebuild reports/ for every experiment and the scoreboard")
+    p = command("compare", "reproduced vs reported, one verdict per claim (prints only)",
+                _cmd_compare)
+    p.add_argument("name", help="the experiment (see `list`)")
+    p.add_argument("--profile", action="append", choices=PROFILES, default=None,
+                   help="profiles whose runs in runs/ to judge (default: every one with runs, "
+                        "smoke only if alone)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="include runs made with uncommitted changes (marked dirty)")
+    p.add_argument("--write", action="store_true",
+                   help="also update reports/NAME and the scoreboard, as `report NAME` does")
+
+    p = command("report", "rebuild reports/ for every experiment and the scoreboard", _cmd_report)
     p.add_argument("names", nargs="*", help="only these experiments (default: all)")
-    p.add_argument("--profile", action="append", choices=PROFILES, default=None)
-    p.set_defaults(fn=_cmd_report)
+    p.add_argument("--profile", action="append", choices=PROFILES, default=None,
+                   help="profiles whose runs in runs/ may enter the report (repeatable)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="report runs made with uncommitted changes, marked dirty")
+
+    p = command("verify", "check that every committed report follows from its archived runs "
+                          "and the current claims files (exit 1 on any difference)", _cmd_verify)
+    p.add_argument("--figures", action="store_true",
+                   help="also regenerate every figure and compare its bytes (slower)")
     return parser
 
 
@@ -316,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     except ReproError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; resume with --resume RUN", file=sys.stderr)
+    except RunInterrupted as exc:
+        print(f"interrupted; resume with:\n  {exc.resume_command}", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    # Run the CLI from the importable module so that plugins registering into
-    # `registry` and this command line share one registry dict.
-    import registry
-
-    sys.exit(registry.main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRORS and exc.filename:
+            print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 2
+        raise

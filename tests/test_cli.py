@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +30,41 @@ def run_dirs(name):
 
 
 def test_help_on_every_verb():
-    for verb in ("list", "show", "run", "figures", "compare", "report"):
+    for verb in ("list", "show", "run", "figures", "compare", "report", "verify"):
         out = cli(verb, "--help")
         assert out.returncode == 0 and "usage:" in out.stdout, verb
+
+
+def test_every_argument_has_a_help_text():
+    import argparse
+
+    from registry import cli as cli_mod
+
+    parser = cli_mod.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("", parser), *subs.choices.items()]:
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, f"{name}: {action.dest}"
+
+
+def test_runs_dir_before_or_after_the_command(tmp_path, capsys):
+    for argv in (["--runs-dir", str(tmp_path), "list"], ["list", "--runs-dir", str(tmp_path)]):
+        assert registry.main(argv) == 0
+    from registry import cli as cli_mod
+
+    args = cli_mod.build_parser().parse_args(["show", "x", "--runs-dir", "/r", "--reports-dir", "/p"])
+    assert (args.runs_dir, args.reports_dir) == ("/r", "/p")
+    args = cli_mod.build_parser().parse_args(["--runs-dir", "/r", "show", "x"])
+    assert (args.runs_dir, args.reports_dir) == ("/r", None)
+
+
+def test_list_reads_the_committed_verdicts():
+    env = {k: v for k, v in os.environ.items() if k != "REPRO_REPORTS"}  # the repository's reports/
+    out = cli("list", env=env, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("abs_mnist"))
+    assert "cpu: " in line and "reproduced" in line
 
 
 def test_unknown_experiment_suggests_closest(capsys):
@@ -59,6 +92,7 @@ def test_list_needs_no_training():
     ("coordconv.stup.subsample = 3", "coordconv.stup"),       # unknown configurable
     ("gce.train.epochs = 3", "coordconv."),                   # another paper's parameter
     ("coordconv.setup.subsample = ", "coordconv.setup.subsample"),  # unparsable value
+    ('coordconv.setup.subsample = "3"', "expects int"),        # wrong type
 ])
 def test_bad_gin_binding_fails_before_training(binding, needle, capsys):
     before = run_dirs("coordconv_notsoclevr")
@@ -117,3 +151,61 @@ def test_compare_and_figures_without_runs(capsys):
     assert "no complete run" in capsys.readouterr().err
     assert registry.main(["compare", "coordconv_notsoclevr"]) == 0
     assert "not run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, binding, needle", [
+    ("gce_noisy_labels", 'gce.train.epochs = "three"', "gce.train.epochs = 'three': expects int"),
+    ("abs_mnist", 'abs.attacks.distal_steps = "3"', "abs.attacks.distal_steps = '3': expects int"),
+    ("gce_noisy_labels", "gce.setup.losses = 'cce'", "expects tuple"),
+    ("gce_noisy_labels", "gce.train.epochs = 2.5", "expects int"),
+])
+def test_wrongly_typed_binding_is_rejected_before_work_starts(name, binding, needle, capsys):
+    code = registry.main(["run", name, "--profile", "smoke", "--gin", binding])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert run_dirs(name) == []
+
+
+def test_a_second_resume_of_a_locked_run_is_refused(capsys):
+    rec = runs.execute(registry.get("pwcca_synthetic"), profile="smoke", quiet=True)
+    meta = json.loads((rec.path / "run.json").read_text())
+    meta["status"] = "running"  # as if a process were still training in it
+    (rec.path / "run.json").write_text(json.dumps(meta))
+    with runs.run_lock(rec.path):
+        code = registry.main(["run", "pwcca_synthetic", "--resume", rec.id, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and "is in use by pid" in err and str(os.getpid()) in err
+    assert json.loads((rec.path / "run.json").read_text())["status"] == "running"
+    assert registry.main(["run", "pwcca_synthetic", "--resume", rec.id, "--quiet"]) == 0
+    meta = json.loads((rec.path / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["attempts"] == 2 and len(meta["resumes"]) == 1
+    assert meta["threads"] >= 1 and meta["amp"] is False
+    assert not (rec.path / ".lock").exists()
+
+
+def test_ctrl_c_prints_the_exact_resume_command(monkeypatch, capsys):
+    import dataclasses
+
+    exp = registry.get("pwcca_synthetic")
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(registry._REGISTRY, exp.name, dataclasses.replace(exp, run=interrupted))
+    assert registry.main(["run", exp.name, "--profile", "smoke", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    (run,) = run_dirs(exp.name)
+    assert f"python -m registry run {exp.name} --resume {run.name}" in err
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_unwritable_reports_is_one_clear_line(monkeypatch, capsys):
+    from common import atomic
+
+    def refuse(path, text):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(atomic, "write_text", refuse)
+    assert registry.main(["report", "pwcca_synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Permission denied" in err and "Traceback" not in err

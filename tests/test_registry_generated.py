@@ -84,7 +84,7 @@ def test_smoke_metrics_cover_cpu_claims(name, smoke_runs):
 def test_compare_figures_report_on_smoke(name, smoke_runs, tmp_path):
     root, records = smoke_runs
     exp = registry.get(name)
-    recs = runs.records_for_report(name, runs_dir=root / "runs", reports_dir=tmp_path)
+    recs = report.plan(exp, runs_dir=root / "runs", reports_dir=tmp_path).records
     assert [r.profile for r in recs] == ["smoke"]
     rows = claims.compare(exp, recs)
     assert rows and all(r.verdict == claims.NOT_COMPARABLE for r in rows), \
@@ -98,21 +98,21 @@ def test_compare_figures_report_on_smoke(name, smoke_runs, tmp_path):
     assert not (tmp_path / name / "runs" / records[name].id / "checkpoints").exists()
 
 
-def test_report_keeps_a_report_whose_runs_are_not_here(smoke_runs, tmp_path):
-    """A report built on another machine (its run records absent here) is neither wiped
-    by `registry report` nor dropped from the scoreboard."""
+def test_report_never_destroys_the_archive(smoke_runs, tmp_path):
+    """Rebuilding a report where its run records are not in runs/ (a fresh clone) keeps
+    the archived records and writes the same results.md and scoreboard row."""
     root, records = smoke_runs
     name = NAMES[0]
     exp = registry.get(name)
-    report.build_experiment(exp, runs_dir=root / "runs", reports_dir=tmp_path)
-    report.write_scoreboard(reports_dir=tmp_path, runs_dir=root / "runs")
+    report.build_experiment(exp, runs_dir=root / "runs", reports_dir=tmp_path, log=lambda m: None)
+    report.write_scoreboard(reports_dir=tmp_path)
     before = (tmp_path / name / "results.md").read_text()
-    row = next(line for line in (tmp_path / "README.md").read_text().splitlines() if f"| `{name}` |" in line)
-    shutil.rmtree(tmp_path / name / "runs")  # the run records are gone
+    board = (tmp_path / "README.md").read_text()
     empty = tmp_path / "no-runs"
-    report.build_experiment(exp, runs_dir=empty, reports_dir=tmp_path)
-    report.write_scoreboard(reports_dir=tmp_path, runs_dir=empty)
+    report.build_experiment(exp, runs_dir=empty, reports_dir=tmp_path, log=lambda m: None)
+    report.write_scoreboard(reports_dir=tmp_path)
     assert (tmp_path / name / "results.md").read_text() == before
-    assert row in (tmp_path / "README.md").read_text().splitlines()
-    other = NAMES[1]  # never reported: still "not run"
-    assert f"| `{other}` |" in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "README.md").read_text() == board
+    assert (tmp_path / name / "runs" / records[name].id / "run.json").exists()
+    other = NAMES[1]  # never reported: "not run"
+    assert f"| `{other}` | " in board and "not run" in board

@@ -13,9 +13,9 @@ from common.train import batches
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     path = tmp_path / "metrics.json"
-    runs.atomic_write_json(path, {"a": 1})
+    runs.write_json(path, {"a": 1})
     with pytest.raises(TypeError):
-        runs.atomic_write_json(path, {"a": object()})
+        runs.write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left
 
@@ -23,7 +23,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
     device.seed_everything(3)
     state = device.rng_state()
-    runs.atomic_torch_save({"rng": state}, tmp_path / "c.pt")
+    runs.torch_save({"rng": state}, tmp_path / "c.pt")
     a = (torch.rand(3), __import__("numpy").random.rand(), __import__("random").random())
     device.seed_everything(99)
     device.set_rng_state(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
@@ -31,21 +31,17 @@ def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
 
 
-def test_records_for_report_picks_latest_complete_per_seed(tmp_path):
-    base = tmp_path / "runs" / "exp"
-    for name, profile, seed, status in [("20260101-000000-cpu-s0", "cpu", 0, "complete"),
-                                        ("20260102-000000-cpu-s0", "cpu", 0, "complete"),
-                                        ("20260103-000000-cpu-s0", "cpu", 0, "failed"),
-                                        ("20260101-000000-cpu-s1", "cpu", 1, "complete"),
-                                        ("20260101-000000-smoke-s0", "smoke", 0, "complete")]:
-        (base / name).mkdir(parents=True)
-        (base / name / "run.json").write_text(json.dumps(
-            {"experiment": "exp", "profile": profile, "seed": seed, "status": status}))
-    recs = runs.records_for_report("exp", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "rep")
-    assert [r.id for r in recs] == ["20260102-000000-cpu-s0", "20260101-000000-cpu-s1"]
-    smoke = runs.records_for_report("exp", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "rep",
-                                    profiles=["smoke"])
-    assert [r.profile for r in smoke] == ["smoke"]
+def test_files_are_written_with_the_users_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        runs.write_text(tmp_path / "a.txt", "x")
+        runs.torch_save({"a": torch.zeros(1)}, tmp_path / "a.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644
 
 
 def test_batches_cover_every_sample_once():

@@ -18,7 +18,8 @@ import pathlib
 
 import torch
 
-from common.runs import derived_seed
+from common.atomic import torch_load
+from common.context import derived_seed
 from papers.tdvae import data as D
 from papers.tdvae.experiment import oscillator_model, rollout_errors
 
@@ -33,7 +34,7 @@ def diagnose(run_dir) -> list[dict]:
     run_dir = pathlib.Path(run_dir)
     cfg = json.loads((run_dir / "results" / "config.json").read_text())
     seed = json.loads((run_dir / "run.json").read_text())["seed"]
-    state = torch.load(run_dir / "checkpoints" / "tdvae.pt", map_location="cpu", weights_only=False)
+    state = torch_load(run_dir / "checkpoints" / "tdvae.pt")  # weights-only: no pickled code runs
     model = oscillator_model(cfg)
     model.load_state_dict(state["objects"]["model"])
     model.eval()
