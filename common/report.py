@@ -302,7 +302,7 @@ def build_experiment(exp: Experiment, runs_dir=None, reports_dir=None, profiles=
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             _replace_dir(tmp, folder / "figures")
-            figures = [folder / "figures" / f.relative_to(tmp) for f in made]
+            figures = sorted(folder / "figures" / f.relative_to(tmp) for f in made)
         judged = judge(exp, p.sections)
         atomic.write_text(folder / "results.md",
                           results_markdown(exp, judged, folder, figures, record))
