@@ -231,3 +231,17 @@ def test_sparsify_saturates_the_fewest_largest_pixels():
     # an adversarial that saturation cannot reproduce is dropped (x returned)
     none = sparsify(_SumModel(1e6), x, y, adv, steps=4)
     assert torch.equal(none, x)
+
+
+def test_figure_reads_the_papers_values_from_claims():
+    """The accuracy-vs-perturbation figure's stars come from claims.toml, one per model
+    and norm plotted (a value typed twice could drift from the claims)."""
+    from papers.abs import figures
+
+    reported = figures.reported_accuracies()
+    assert set(reported) == {"l2", "linf", "l0"}
+    for norm, per_model in reported.items():
+        assert set(per_model) == set(figures.NAMES), norm
+    claims_ = {c.metric: c.reported for c in __import__("common.claims", fromlist=["x"]).load_claims(
+        figures.Path(figures.__file__).parent / "claims.toml") if c.metric}
+    assert reported["l2"]["abs"] == claims_["abs/acc_l2"]

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import registry
@@ -21,6 +22,10 @@ ROOT = Path(registry.__file__).resolve().parent
 ARGS = ["run", "gce_noisy_labels", "--profile", "smoke", "--deterministic", "--quiet",
         "--gin", "gce.train.epochs = 6", "--gin", "gce.setup.noises = (('uniform', 0.4),)",
         "--gin", "gce.setup.losses = ('cce', 'trunc_lq')"]
+# the cpu profile itself (30,000 Fashion-MNIST images), cut to 3 epochs of one loss: minutes
+CPU_ARGS = ["run", "gce_noisy_labels", "--profile", "cpu", "--deterministic", "--quiet",
+            "--threads", "1", "--gin", "gce.train.epochs = 3",
+            "--gin", "gce.setup.noises = (('uniform', 0.4),)", "--gin", "gce.setup.losses = ('trunc_lq',)"]
 
 
 def _cli(args, **kw):
@@ -28,13 +33,15 @@ def _cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_sigkill_mid_training_then_resume_matches_uninterrupted():
-    reference = _cli(ARGS)
+@pytest.mark.parametrize("args", [ARGS, pytest.param(CPU_ARGS, marks=pytest.mark.slow)],
+                         ids=["smoke", "cpu-3-epochs"])
+def test_sigkill_mid_training_then_resume_matches_uninterrupted(args):
+    reference = _cli(args)
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
     (ref_dir,) = (runs.runs_root() / "gce_noisy_labels").iterdir()
     expected = json.loads((ref_dir / "metrics.json").read_text())
 
-    victim = _cli(ARGS)
+    victim = _cli(args)
     deadline = time.time() + 300
     ckpts = []
     while time.time() < deadline and not ckpts:
@@ -94,8 +101,6 @@ def test_resumable_restores_weights_optimiser_and_rngs(tmp_path):
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):
-    import pytest
-
     ctx = runs.RunContext(experiment=None, profile="smoke", seed=0, device=torch.device("cpu"),
                           run_dir=tmp_path, config_text="A", quiet=True)
     model = torch.nn.Linear(2, 2)
