@@ -25,3 +25,14 @@ def test_common_runs_imports_alone_without_the_cli():
             "assert not [m for m in sys.modules if m.startswith('papers.')], 'papers imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_each_experiment_has_its_own_profile_files():
+    """Siblings never share a profile file, so editing one's budget never changes
+    another's config text (which would block its --resume)."""
+    seen: dict = {}
+    for name in registry.names():
+        for profile in registry.get(name).profiles:
+            path = registry.get(name).profile_path(profile)
+            assert path not in seen, f"{name} and {seen.get(path)} share {path}"
+            seen[path] = name
