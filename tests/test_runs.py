@@ -59,3 +59,23 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(Exception, match="no CUDA"):
             device.pick_device("cuda")
+
+
+def test_smoke_figures_carry_a_visible_mark(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from common import plotting, report
+
+    closed = []
+    monkeypatch.setattr(plotting.plt(), "close", closed.append)
+
+    def figure(record, out):
+        fig, ax = plotting.subplots()
+        ax.plot([0, 1])
+        return plotting.save(fig, out / "f")
+
+    exp = SimpleNamespace(name="x", figures=(figure,))
+    for profile in ("smoke", "cpu"):
+        report.make_figures(exp, SimpleNamespace(profile=profile, path=tmp_path), tmp_path / profile)
+    smoke, cpu = ([t.get_text() for t in f.texts] for f in closed)
+    assert smoke == ["smoke: not a result"] and cpu == []
