@@ -202,11 +202,13 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_seed(spec: SeedSpec, on_start: Callable | None = None) -> SeedResult:
+def run_seed(spec: SeedSpec, on_start: Callable | None = None,
+             echo_output: bool = False) -> SeedResult:
     """Run (or skip, or resume) one seed in a `python -m registry run` process and wait.
 
     Never raises for a failed run: the result says what happened.  ``on_start(spec,
-    process, action, run_dir)`` is called once the process is started (local launcher)."""
+    process, action, run_dir)`` is called once the process is started (local launcher);
+    ``echo_output`` copies the worker's output to this process's (a Slurm job's log)."""
     try:
         action, run_dir = plan(spec)
         if action == "skip":
@@ -219,7 +221,10 @@ def run_seed(spec: SeedSpec, on_start: Callable | None = None) -> SeedResult:
                                 stderr=subprocess.PIPE, text=True)
         if on_start is not None:
             on_start(spec, proc, action, run_dir)
-        _, err = proc.communicate()
+        stdout, err = proc.communicate()
+        if echo_output:
+            sys.stdout.write(stdout or "")
+            sys.stderr.write(err or "")
         seconds = time.time() - started
         if run_dir is None:  # the folder the new run created
             new = [p for p, _ in matching_runs(spec) if p not in before]
@@ -247,6 +252,18 @@ def run_seed(spec: SeedSpec, on_start: Callable | None = None) -> SeedResult:
         return result
     except Exception as exc:  # a worker's own failure must not take the sweep down
         return SeedResult(spec.seed, "failed", "new", error=f"{type(exc).__name__}: {exc}")
+
+
+def run_job(spec: SeedSpec) -> SeedResult:
+    """What one submitit job runs: one seed, its command and outcome in the job's log."""
+
+    def started(spec, proc, action, run_dir):
+        print(f"[sweep] seed {spec.seed}: {action}: {' '.join(proc.args)}", flush=True)
+
+    result = run_seed(spec, started, echo_output=True)
+    print(f"[sweep] seed {spec.seed}: {result.status} {result.run_dir or ''} {result.error}",
+          flush=True)
+    return result
 
 
 def _read_meta(run_dir) -> dict | None:
@@ -438,7 +455,7 @@ def _run_submitit(specs: list[SeedSpec], opts: SlurmOptions, executor: str, fold
 
     ex = submitit.AutoExecutor(folder=folder / "%j", cluster=executor)
     ex.update_parameters(**opts.executor_parameters(f"{specs[0].experiment}-sweep"))
-    jobs = ex.map_array(run_seed, specs)
+    jobs = ex.map_array(run_job, specs)
     for spec, job in zip(specs, jobs):
         out.start(spec, "submitted", None, f" job {job.job_id}")
     out(f"[sweep] submitit folder {folder} (job logs: <job id>_0_log.out/.err)")
