@@ -453,16 +453,28 @@ def _run_submitit(specs: list[SeedSpec], opts: SlurmOptions, executor: str, fold
                   out: _Echo, wait_for: bool, poll_s: float) -> list[SeedResult]:
     import submitit
 
+    results: dict[int, SeedResult] = {}
+    todo = []
+    for spec in specs:  # no job (and no queue wait) for a seed that is already complete
+        action, run_dir = plan(spec)
+        if action == "skip":
+            results[spec.seed] = SeedResult(spec.seed, "skipped", "skip", str(run_dir))
+            out.end(results[spec.seed])
+        else:
+            todo.append(spec)
+    if not todo:
+        return [results[s.seed] for s in specs]
     ex = submitit.AutoExecutor(folder=folder / "%j", cluster=executor)
     ex.update_parameters(**opts.executor_parameters(f"{specs[0].experiment}-sweep"))
-    jobs = ex.map_array(run_job, specs)
-    for spec, job in zip(specs, jobs):
+    jobs = ex.map_array(run_job, todo)
+    for spec, job in zip(todo, jobs):
         out.start(spec, "submitted", None, f" job {job.job_id}")
-    out(f"[sweep] submitit folder {folder} (job logs: <job id>_0_log.out/.err)")
+    out(f"[sweep] submitit folder {folder} (job logs: <job id>/<job id>_0_log.out, .err)")
     if not wait_for:
-        return [SeedResult(s.seed, "submitted", "new", job_id=str(j.job_id)) for s, j in zip(specs, jobs)]
-    results: dict[int, SeedResult] = {}
-    pending = dict(zip(specs, jobs))
+        for spec, job in zip(todo, jobs):
+            results[spec.seed] = SeedResult(spec.seed, "submitted", "new", job_id=str(job.job_id))
+        return [results[s.seed] for s in specs]
+    pending = dict(zip(todo, jobs))
     try:
         while pending:
             for spec, job in list(pending.items()):
@@ -472,7 +484,8 @@ def _run_submitit(specs: list[SeedSpec], opts: SlurmOptions, executor: str, fold
                 try:
                     r = job.result()
                 except Exception as exc:  # the job itself died (time limit, node failure, ...)
-                    r = SeedResult(spec.seed, "failed", "new",
+                    _, run_dir = plan(spec)
+                    r = SeedResult(spec.seed, "failed", "new", str(run_dir) if run_dir else None,
                                    error=f"job {job.job_id}: {_last_line(str(exc)) or type(exc).__name__}")
                 r.job_id = str(job.job_id)
                 results[spec.seed] = r

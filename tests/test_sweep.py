@@ -167,12 +167,14 @@ def test_local_launcher_two_workers_two_complete_records(capsys):
 
 
 def test_submitit_local_executor_runs_a_sweep_end_to_end():
+    done = fake_run(runs.runs_root(), FAST, "20260101-000000-smoke-s2", seed=2)
     lines = []
-    results = sweep.sweep(FAST, "0-1", profile="smoke", launcher="slurm", executor="local",
+    results = sweep.sweep(FAST, "0-2", profile="smoke", launcher="slurm", executor="local",
                           slurm={"time_min": 5}, echo=lines.append)
-    assert [r.status for r in results] == ["complete", "complete"]
-    assert all(r.job_id for r in results)
-    recs = records(FAST)
+    assert [r.status for r in results] == ["complete", "complete", "skipped"]
+    assert results[0].job_id and results[1].job_id
+    assert results[2].job_id is None and results[2].run_dir == str(done)  # no job submitted
+    recs = [r for r in records(FAST) if r["seed"] != 2]
     assert sorted(r["seed"] for r in recs) == [0, 1]
     assert all(r["status"] == "complete" for r in recs)
     logs = list((runs.runs_root() / ".submitit" / FAST).glob("*/*/*_log.out"))
