@@ -37,11 +37,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHERS = ("local", "slurm")
@@ -250,7 +250,7 @@ def run_seed(spec: SeedSpec, on_start: Callable | None = None,
         else:
             result.error = _last_line(err) or f"exit code {rc}"
         return result
-    except Exception as exc:  # a worker's own failure must not take the sweep down
+    except Exception as exc:  # noqa: BLE001 (a worker's own failure must not end the sweep)
         return SeedResult(spec.seed, "failed", "new", error=f"{type(exc).__name__}: {exc}")
 
 
@@ -385,7 +385,7 @@ def _stop(procs: list[subprocess.Popen], out: _Echo) -> None:
 
 @dataclass
 class SlurmOptions:
-    """Job parameters for ``--launcher slurm`` (command line, or ``sweep.slurm.*`` in a gin file)."""
+    """Job options of ``--launcher slurm``: command line, or ``sweep.slurm.*`` in a gin file."""
 
     partition: str | None = None
     time_min: int = 60
@@ -439,7 +439,7 @@ def load_launcher_config(path) -> dict:
     try:
         gin.parse_config_file(str(path))
         values = _GIN_SLURM()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (gin raises many types; all are the file's fault)
         raise SweepError(f"launcher config {path}: {str(exc).splitlines()[0]} "
                          f"(bindings look like: sweep.slurm.partition = \"gpu\")") from None
     finally:
@@ -483,10 +483,11 @@ def _run_submitit(specs: list[SeedSpec], opts: SlurmOptions, executor: str, fold
                 del pending[spec]
                 try:
                     r = job.result()
-                except Exception as exc:  # the job itself died (time limit, node failure, ...)
+                except Exception as exc:  # noqa: BLE001 (the job died: time limit, node failure)
                     _, run_dir = plan(spec)
                     r = SeedResult(spec.seed, "failed", "new", str(run_dir) if run_dir else None,
-                                   error=f"job {job.job_id}: {_last_line(str(exc)) or type(exc).__name__}")
+                                   error=f"job {job.job_id}: "
+                                         f"{_last_line(str(exc)) or type(exc).__name__}")
                 r.job_id = str(job.job_id)
                 results[spec.seed] = r
                 out.end(r)
@@ -526,7 +527,8 @@ def sweep(name: str, seeds, profile: str | None = None, launcher: str = "local",
     if launcher not in LAUNCHERS:
         raise SweepError(f"unknown launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
     if executor not in EXECUTORS:
-        raise SweepError(f"unknown submitit executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+        raise SweepError(f"unknown submitit executor {executor!r}: "
+                         f"use one of {', '.join(EXECUTORS)}")
     if device not in DEVICES:
         raise SweepError(f"unknown device {device!r}: use one of {', '.join(DEVICES)}")
     jobs = max(1, int(jobs or 1))
@@ -572,10 +574,12 @@ def sweep(name: str, seeds, profile: str | None = None, launcher: str = "local",
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         folder = root / ".submitit" / name / stamp
-        results = _run_submitit(specs, opts, executor, folder, out, wait,
-                                poll_s if poll_s is not None else (30.0 if executor == "slurm" else 0.5))
+        if poll_s is None:
+            poll_s = 30.0 if executor == "slurm" else 0.5
+        results = _run_submitit(specs, opts, executor, folder, out, wait, poll_s)
     wall = time.time() - started
-    out(f"[sweep] {name} [{profile}]: " + summary(results, wall, jobs if launcher == "local" else None))
+    workers = jobs if launcher == "local" else None
+    out(f"[sweep] {name} [{profile}]: " + summary(results, wall, workers))
     if any(r.ok and r.status in ("complete", "skipped") for r in results):
         out(f"[sweep] next: python -m registry compare {name} --profile {profile}")
     return results
@@ -610,9 +614,11 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="budget of every run (default: the experiment's default profile)")
     p.add_argument("--launcher", choices=LAUNCHERS, default="local",
-                   help="local: worker processes on this machine; slurm: one job per seed via submitit")
+                   help="local: worker processes on this machine; "
+                        "slurm: one job per seed via submitit")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="local: worker processes at once (default 1); slurm: most jobs running at once")
+                   help="local: worker processes at once (default 1); "
+                        "slurm: most jobs running at once")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="CPU threads per worker (default: cores // jobs locally, --cpus on Slurm)")
     p.add_argument("--gin", action="append", default=[], metavar="BINDING",
