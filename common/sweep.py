@@ -105,6 +105,7 @@ class SeedSpec:
     deterministic: bool = False
     data_dir: str | None = None
     threads: int | None = None  # per-worker thread budget; None: leave the environment alone
+    resume: bool = True  # continue an incomplete run of the seed (False: leave it, start anew)
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -161,7 +162,7 @@ def plan(spec: SeedSpec) -> tuple[str, Path | None]:
     done = [p for p, m in found if m.get("status") == "complete"]
     if done:
         return "skip", done[-1]
-    if found:
+    if found and spec.resume:
         return "resume", found[-1][0]
     return "new", None
 
@@ -249,6 +250,8 @@ def run_seed(spec: SeedSpec, on_start: Callable | None = None,
             result.error = f"held by another process: {_last_line(err)}"
         else:
             result.error = _last_line(err) or f"exit code {rc}"
+            if action == "resume" and rc == 2:
+                result.error += " (--no-resume starts this seed afresh)"
         return result
     except Exception as exc:  # noqa: BLE001 (a worker's own failure must not end the sweep)
         return SeedResult(spec.seed, "failed", "new", error=f"{type(exc).__name__}: {exc}")
@@ -318,7 +321,10 @@ def summary(results: list[SeedResult], wall: float, workers: int | None) -> str:
                                         "held", "interrupted") if by.get(s)]
     if extras:
         text += f" ({', '.join(extras)})"
-    text += f"; sweep wall-clock {wall:.1f} s" + (f" with {workers} workers" if workers else "")
+    if workers:
+        text += f"; sweep wall-clock {wall:.1f} s with {workers} worker{'s' * (workers != 1)}"
+    else:
+        text += f"; sweep wall-clock {wall:.1f} s"
     overheads = [r.overhead for r in results if r.overhead is not None]
     if overheads:
         text += (f"; launch overhead per seed {sum(overheads) / len(overheads):.1f} s "
@@ -507,6 +513,7 @@ def sweep(name: str, seeds, profile: str | None = None, launcher: str = "local",
           bindings=(), device: str = "auto", runs_dir=None, threads: int | None = None,
           deterministic: bool = False, data_dir: str | None = None,
           slurm: SlurmOptions | dict | None = None, executor: str = "slurm", wait: bool = True,
+          resume: bool = True,
           dry_run: bool = False, echo: Callable[[str], None] = print,
           on_start: Callable | None = None, poll_s: float | None = None) -> list[SeedResult]:
     """Run experiment ``name`` once per seed; return one SeedResult per seed, in order.
@@ -514,7 +521,8 @@ def sweep(name: str, seeds, profile: str | None = None, launcher: str = "local",
     ``seeds``: a list of ints or a string such as "0-19".  ``launcher``: "local" (``jobs``
     worker processes here, ``threads`` each, default cores // jobs) or "slurm" (one submitit
     job per seed; ``slurm`` holds the job options, ``executor`` is "slurm", or "local"/"debug"
-    to run the same path here; ``jobs`` caps the seeds running at once).  Bad input (name,
+    to run the same path here; ``jobs`` caps the seeds running at once).  ``resume=False``
+    starts a new run where a seed's earlier run is incomplete.  Bad input (name,
     profile, bindings, seeds) raises before anything starts."""
     import gin
 
@@ -551,7 +559,7 @@ def sweep(name: str, seeds, profile: str | None = None, launcher: str = "local",
     else:
         threads = threads or max(1, cores // min(jobs, len(seeds)))
     specs = [SeedSpec(name, profile, s, str(root), bindings, device, deterministic, data_dir,
-                      threads) for s in seeds]
+                      threads, resume) for s in seeds]
     out = _Echo(echo, str(root))
     where = (f"{jobs} local worker(s), {threads} thread(s) each" if launcher == "local"
              else f"submitit {executor} executor")
@@ -629,6 +637,9 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
                    help="deterministic algorithms in every new run")
     p.add_argument("--data-dir", default=None,
                    help="offline dataset root (default: $REPRO_DATA, then ~/.cache/repro-hub/data)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start a new run for a seed whose earlier run is incomplete, instead of "
+                        "resuming it (complete seeds are still skipped)")
     p.add_argument("--dry-run", action="store_true",
                    help="say what each seed would do (skip, resume, new) and launch nothing")
     s = p.add_argument_group("slurm (--launcher slurm)")
@@ -671,6 +682,7 @@ def cmd_sweep(args) -> int:
                         runs_dir=getattr(args, "runs_dir", None), threads=args.threads,
                         deterministic=args.deterministic, data_dir=args.data_dir, slurm=opts,
                         executor=args.executor, wait=not args.no_wait, dry_run=args.dry_run,
+                        resume=not args.no_resume,
                         echo=lambda line: print(line, flush=True))
     except SweepError as exc:
         raise ReproError(str(exc)) from None

@@ -77,6 +77,7 @@ def test_plan_skips_complete_resumes_incomplete_and_matches_bindings(tmp_path):
     assert sweep.plan(spec(2)) == ("new", None)  # other bindings: another run
     assert sweep.plan(spec(2, ["e.f.x  =  1"]))[0] == "skip"  # whitespace does not matter
     assert sweep.plan(spec(3)) == ("new", None)  # other profile
+    assert sweep.plan(SeedSpec("e", "smoke", 1, str(root), resume=False)) == ("new", None)
 
     resume = sweep.command(spec(1), "resume", killed)
     assert resume[1:] == ["-m", "registry", "run", "e", "--resume", killed.name, "--quiet"]
