@@ -241,7 +241,10 @@ def run_seed(spec: SeedSpec, on_start: Callable | None = None,
             result.status = "complete"
         elif rc < 0:
             result.status = "killed"
-            result.error = f"worker killed by {signal.Signals(-rc).name}"
+            try:
+                result.error = f"worker killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                result.error = f"worker killed by signal {-rc}"
         elif rc == 130 or (meta and meta.get("status") == "interrupted"):
             result.status = "interrupted"
             result.error = _last_line(err) or "interrupted"
