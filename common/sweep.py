@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -48,13 +48,13 @@ LAUNCHERS = ("local", "slurm")
 EXECUTORS = ("slurm", "local", "debug")  # submitit executors behind --launcher slurm
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Set to True once `python -m registry run` takes `--threads N` (torch.set_num_threads):
-# workers then get the flag as well as the environment variables.
-CLI_HAS_THREADS = False
+# Whether `python -m registry run` takes `--threads N` (torch.set_num_threads); None: look at
+# the CLI's parser.  Workers get the flag as well as OMP_NUM_THREADS/MKL_NUM_THREADS.
+CLI_HAS_THREADS: bool | None = None
 
 # How a resume refused because another live process holds the run is recognised
-# (`run --resume` exits 2 with a message naming the lock / the holder).
-_HELD = re.compile(r"held by|locked|lock file|another (live )?process", re.IGNORECASE)
+# (`run --resume` exits 2 with "run ... is in use by pid N on HOST since ...").
+_HELD = re.compile(r"in use by|held by|locked|another (live )?process", re.IGNORECASE)
 
 # A seed's outcome: complete (ran now), skipped (was already complete), submitted
 # (--no-wait), planned (--dry-run); the rest are failures.
@@ -106,6 +106,8 @@ class SeedSpec:
     data_dir: str | None = None
     threads: int | None = None  # per-worker thread budget; None: leave the environment alone
     resume: bool = True  # continue an incomplete run of the seed (False: leave it, start anew)
+    threads_flag: bool = False  # pass --threads (the CLI has it)
+    result_file: str | None = None  # a submitit job writes its SeedResult here, as JSON
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -182,7 +184,7 @@ def command(spec: SeedSpec, action: str, run_dir: Path | None = None) -> list[st
         cmd += ["--device", spec.device]
     if spec.data_dir:
         cmd += ["--data-dir", spec.data_dir]
-    if CLI_HAS_THREADS and spec.threads:
+    if spec.threads_flag and spec.threads:
         cmd += ["--threads", str(spec.threads)]
     return cmd + ["--quiet"]
 
@@ -269,6 +271,11 @@ def run_job(spec: SeedSpec) -> SeedResult:
     result = run_seed(spec, started, echo_output=True)
     print(f"[sweep] seed {spec.seed}: {result.status} {result.run_dir or ''} {result.error}",
           flush=True)
+    if spec.result_file:  # JSON, so that the sweep never unpickles a file to read a result
+        path = Path(spec.result_file)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(vars(result)))
+        os.replace(tmp, path)
     return result
 
 
@@ -473,6 +480,7 @@ def _run_submitit(specs: list[SeedSpec], opts: SlurmOptions, executor: str, fold
             todo.append(spec)
     if not todo:
         return [results[s.seed] for s in specs]
+    todo = [replace(s, result_file=str(folder / f"seed-{s.seed}.json")) for s in todo]
     ex = submitit.AutoExecutor(folder=folder / "%j", cluster=executor)
     ex.update_parameters(**opts.executor_parameters(f"{specs[0].experiment}-sweep"))
     jobs = ex.map_array(run_job, todo)
@@ -487,17 +495,12 @@ def _run_submitit(specs: list[SeedSpec], opts: SlurmOptions, executor: str, fold
     try:
         while pending:
             for spec, job in list(pending.items()):
-                if executor != "debug" and not job.done():
+                if executor == "debug":
+                    job.wait()  # runs it, in this process
+                elif not job.done():
                     continue
                 del pending[spec]
-                try:
-                    r = job.result()
-                except Exception as exc:  # noqa: BLE001 (the job died: time limit, node failure)
-                    _, run_dir = plan(spec)
-                    r = SeedResult(spec.seed, "failed", "new", str(run_dir) if run_dir else None,
-                                   error=f"job {job.job_id}: "
-                                         f"{_last_line(str(exc)) or type(exc).__name__}")
-                r.job_id = str(job.job_id)
+                r = _job_result(spec, job)
                 results[spec.seed] = r
                 out.end(r)
             if pending:
@@ -507,6 +510,40 @@ def _run_submitit(specs: list[SeedSpec], opts: SlurmOptions, executor: str, fold
             f"(scancel {' '.join(str(j.job_id) for j in pending.values())} to stop them)")
         raise
     return [results[s.seed] for s in specs]
+
+
+def _job_result(spec: SeedSpec, job) -> SeedResult:
+    """The SeedResult a finished job wrote, or a failure saying how the job ended."""
+    try:
+        r = SeedResult(**json.loads(Path(spec.result_file).read_text()))
+    except (OSError, ValueError, TypeError):  # the job died: time limit, node failure, ...
+        try:
+            state = job.state
+            log = _last_line(job.stderr() or "")
+        except Exception:  # noqa: BLE001 (the scheduler's answer is only a courtesy here)
+            state, log = "unknown", ""
+        _, run_dir = plan(spec)
+        r = SeedResult(spec.seed, "failed", "new", str(run_dir) if run_dir else None,
+                       error=f"job ended ({state}) without a result" + (f": {log}" if log else ""))
+    r.job_id = str(job.job_id)
+    return r
+
+
+def cli_has_threads() -> bool:
+    """Whether `python -m registry run` takes --threads (read off the CLI's own parser)."""
+    if CLI_HAS_THREADS is not None:
+        return CLI_HAS_THREADS
+    try:
+        try:
+            from registry.cli import build_parser
+        except ImportError:
+            from registry import build_parser
+        for action in build_parser()._actions:
+            if isinstance(action, argparse._SubParsersAction) and "run" in action.choices:
+                return "--threads" in action.choices["run"]._option_string_actions
+    except Exception:  # noqa: BLE001 (no flag then: the environment variables still apply)
+        return False
+    return False
 
 
 # ------------------------------------------------------------------ API
@@ -561,8 +598,9 @@ def sweep(name: str, seeds, profile: str | None = None, launcher: str = "local",
                                            if executor != "slurm" else None)
     else:
         threads = threads or max(1, cores // min(jobs, len(seeds)))
+    flag = cli_has_threads()
     specs = [SeedSpec(name, profile, s, str(root), bindings, device, deterministic, data_dir,
-                      threads, resume) for s in seeds]
+                      threads, resume, flag) for s in seeds]
     out = _Echo(echo, str(root))
     where = (f"{jobs} local worker(s), {threads} thread(s) each" if launcher == "local"
              else f"submitit {executor} executor")
@@ -610,15 +648,17 @@ def _seeds_str(seeds: list[int]) -> str:
 # ------------------------------------------------------------------ CLI
 
 
-def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``sweep`` command to a CLI's subparsers (it sets ``fn=cmd_sweep``)."""
+def add_sweep_parser(subparsers, parents=()) -> argparse.ArgumentParser:
+    """Add the ``sweep`` command to a CLI's subparsers (it sets ``fn=cmd_sweep``);
+    ``parents``: parsers whose options every command takes (--runs-dir, ...)."""
     from registry import PROFILES
 
     p = subparsers.add_parser(
         "sweep", help="run an experiment once per seed, here or on Slurm (resumable)",
         description="Run EXP once per seed. Every seed is an ordinary run folder (what `report` "
                     "aggregates); seeds already complete are skipped and interrupted ones resumed, "
-                    "so rerunning the same command finishes a sweep.")
+                    "so rerunning the same command finishes a sweep.",
+        parents=list(parents))
     p.add_argument("name", help="the experiment (see `python -m registry list`)")
     p.add_argument("--seeds", required=True, type=_seeds_arg, metavar="SEEDS",
                    help="seeds to run: 0-19, 0,3,5 or 0-2,7")

@@ -21,15 +21,17 @@ from common.sweep import SeedSpec, SweepError
 FAST = "pwcca_synthetic"  # smoke: ~0.1 s of work; a worker costs the CLI's start-up
 # a smoke run of GCE long enough to be killed between two checkpoints (as in test_resume)
 GCE = ("gce.train.epochs = 6", "gce.setup.noises = (('uniform', 0.4),)",
-       "gce.setup.losses = ('cce', 'trunc_lq')")
+       "gce.setup.losses = ('cce',)")
 
 
 def cli_parser() -> argparse.ArgumentParser:
-    """The two lines the registry CLI needs, on a stand-in top-level parser."""
+    """A stand-in for the registry's CLI: --runs-dir before or after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--runs-dir", default=argparse.SUPPRESS, help="where run folders live")
     parser = argparse.ArgumentParser(prog="python -m registry")
     parser.add_argument("--runs-dir", default=None)
     sub = parser.add_subparsers(dest="command", required=True)
-    sweep.add_sweep_parser(sub)
+    sweep.add_sweep_parser(sub, parents=[common])
     return parser
 
 
@@ -129,11 +131,13 @@ def test_bad_binding_fails_before_any_run():
     assert not (runs.runs_root() / FAST).exists()
 
 
-def test_a_run_held_by_another_process_is_reported_not_fatal(tmp_path, monkeypatch):
+@pytest.mark.parametrize("words", ["is in use by pid 4242 on host since 2026-12-01",
+                                   "is held by another process (pid 4242)"])
+def test_a_run_held_by_another_process_is_reported_not_fatal(words, monkeypatch):
     root = runs.runs_root()
     held = fake_run(root, FAST, "20260101-000000-smoke-s0", status="running")
     # what `run --resume` does when another live process holds the run's lock
-    msg = f"error: run {held} is held by another process (pid 4242); wait for it or stop it"
+    msg = f"error: run {held} {words}; wait for it to finish or stop it before resuming"
     monkeypatch.setattr(sweep, "command", lambda spec, action, run_dir=None: [
         sys.executable, "-c", f"import sys; print({msg!r}, file=sys.stderr); sys.exit(2)"])
     lines = []
@@ -178,6 +182,7 @@ def test_submitit_local_executor_runs_a_sweep_end_to_end():
     recs = [r for r in records(FAST) if r["seed"] != 2]
     assert sorted(r["seed"] for r in recs) == [0, 1]
     assert all(r["status"] == "complete" for r in recs)
+    assert len(list((runs.runs_root() / ".submitit" / FAST).glob("*/seed-*.json"))) == 2
     logs = list((runs.runs_root() / ".submitit" / FAST).glob("*/*/*_log.out"))
     assert len(logs) == 2 and all("registry run" in p.read_text() for p in logs)
 
