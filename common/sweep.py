@@ -252,7 +252,7 @@ def run_seed(spec: SeedSpec, on_start: Callable | None = None,
             result.error = _last_line(err) or "interrupted"
         elif rc == 2 and action == "resume" and _HELD.search(err or ""):
             result.status = "held"
-            result.error = f"held by another process: {_last_line(err)}"
+            result.error = f"held by another process: {_last_line(err).removeprefix('error: ')}"
         else:
             result.error = _last_line(err) or f"exit code {rc}"
             if action == "resume" and rc == 2:
