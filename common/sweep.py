@@ -48,10 +48,6 @@ LAUNCHERS = ("local", "slurm")
 EXECUTORS = ("slurm", "local", "debug")  # submitit executors behind --launcher slurm
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Whether `python -m registry run` takes `--threads N` (torch.set_num_threads); None: look at
-# the CLI's parser.  Workers get the flag as well as OMP_NUM_THREADS/MKL_NUM_THREADS.
-CLI_HAS_THREADS: bool | None = None
-
 # How a resume refused because another live process holds the run is recognised
 # (`run --resume` exits 2 with "run ... is in use by pid N on HOST since ...").
 _HELD = re.compile(r"in use by|held by|locked|another (live )?process", re.IGNORECASE)
@@ -106,7 +102,6 @@ class SeedSpec:
     data_dir: str | None = None
     threads: int | None = None  # per-worker thread budget; None: leave the environment alone
     resume: bool = True  # continue an incomplete run of the seed (False: leave it, start anew)
-    threads_flag: bool = False  # pass --threads (the CLI has it)
     result_file: str | None = None  # a submitit job writes its SeedResult here, as JSON
     python: str = field(default_factory=lambda: sys.executable)
 
@@ -184,7 +179,7 @@ def command(spec: SeedSpec, action: str, run_dir: Path | None = None) -> list[st
         cmd += ["--device", spec.device]
     if spec.data_dir:
         cmd += ["--data-dir", spec.data_dir]
-    if spec.threads_flag and spec.threads:
+    if spec.threads:
         cmd += ["--threads", str(spec.threads)]
     return cmd + ["--quiet"]
 
@@ -529,23 +524,6 @@ def _job_result(spec: SeedSpec, job) -> SeedResult:
     return r
 
 
-def cli_has_threads() -> bool:
-    """Whether `python -m registry run` takes --threads (read off the CLI's own parser)."""
-    if CLI_HAS_THREADS is not None:
-        return CLI_HAS_THREADS
-    try:
-        try:
-            from registry.cli import build_parser
-        except ImportError:
-            from registry import build_parser
-        for action in build_parser()._actions:
-            if isinstance(action, argparse._SubParsersAction) and "run" in action.choices:
-                return "--threads" in action.choices["run"]._option_string_actions
-    except Exception:  # noqa: BLE001 (no flag then: the environment variables still apply)
-        return False
-    return False
-
-
 # ------------------------------------------------------------------ API
 
 
@@ -598,9 +576,8 @@ def sweep(name: str, seeds, profile: str | None = None, launcher: str = "local",
                                            if executor != "slurm" else None)
     else:
         threads = threads or max(1, cores // min(jobs, len(seeds)))
-    flag = cli_has_threads()
     specs = [SeedSpec(name, profile, s, str(root), bindings, device, deterministic, data_dir,
-                      threads, resume, flag) for s in seeds]
+                      threads, resume) for s in seeds]
     out = _Echo(echo, str(root))
     where = (f"{jobs} local worker(s), {threads} thread(s) each" if launcher == "local"
              else f"submitit {executor} executor")
@@ -730,27 +707,3 @@ def cmd_sweep(args) -> int:
     except SweepError as exc:
         raise ReproError(str(exc)) from None
     return 0 if all(r.ok for r in results) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m common.sweep [--runs-dir DIR] sweep EXP ...`` until the registry CLI has it."""
-    from registry import ReproError
-
-    parser = argparse.ArgumentParser(prog="python -m common.sweep")
-    parser.add_argument("--runs-dir", default=None,
-                        help="where run folders live (default: $REPRO_RUNS or ./runs)")
-    add_sweep_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return args.fn(args)
-    except ReproError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    from common.sweep import main as _main  # the importable module, not __main__ (pickling)
-
-    sys.exit(_main())
