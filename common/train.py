@@ -162,6 +162,55 @@ def train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
     return to_host(means) if sync else means
 
 
+def train_until_memorised(ctx, key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                          x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
+                          generator: torch.Generator, stop_at: float | None = None,
+                          loss_fn: Callable | None = None, clip_grad_norm: float | None = None) -> list:
+    """Train on ``(x, y)`` (moved to the model's device once) for at most ``epochs``
+    epochs, stopping once the training accuracy reaches ``stop_at`` percent -- the
+    "fit every (permuted) label" training of PWCCA's and the sanity checks'
+    memorising networks.  Resumable per epoch under ``key`` (``model``, ``optimizer``
+    and the order ``generator`` are checkpointed).
+
+    ``loss_fn(model, logits, y)`` (default: cross entropy).  The running accuracy of
+    the epoch's batches is counted on the device on the way; only when it comes
+    within one point of ``stop_at`` is a full pass over the training set made
+    (``train_acc``).  Returns the history: per epoch run, ``epoch``, ``train_loss``,
+    ``running_acc`` and, where checked, ``train_acc``."""
+    loss_fn = loss_fn or (lambda m, logits, yb: F.cross_entropy(logits, yb))
+    state = {"history": [], "done": False}
+    loop = ctx.resumable(key, {"model": model, "opt": optimizer, "gen": generator}, state)
+    x, y = to_device(x, y, device=model_device(model))
+    correct: list = [None]
+
+    def counting_loss(m, xb, yb):  # counts the batch accuracy on the way, for free
+        logits = m(xb)
+        hits = (logits.argmax(1) == yb).sum()
+        correct[0] = hits if correct[0] is None else correct[0] + hits
+        return loss_fn(m, logits, yb)
+
+    bar = ctx.progress(total=epochs, desc=key)
+    for epoch in loop.epochs(epochs):
+        if state["done"]:  # reached the target accuracy in an earlier epoch
+            continue
+        correct[0] = None
+        stats = train_epoch(model, batches(x, y, batch_size=batch_size, shuffle=True, generator=generator),
+                            optimizer, counting_loss, autocast=ctx.autocast, clip_grad_norm=clip_grad_norm,
+                            sync=False)
+        host = to_host({**stats, "correct": correct[0]})  # the epoch's one host sync
+        row = {"epoch": epoch + 1, "train_loss": host["train_loss"],
+               "running_acc": 100.0 * host["correct"] / len(y)}
+        if stop_at is not None and row["running_acc"] >= stop_at - 1.0:
+            row["train_acc"] = accuracy(model, x, y)
+            state["done"] = row["train_acc"] >= stop_at
+        state["history"].append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}")
+    bar.close()
+    model.eval()
+    return state["history"]
+
+
 # ------------------------------------------------------------------ evaluation
 
 
