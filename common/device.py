@@ -1,7 +1,9 @@
 """Device, dtype and seeds, chosen in one place.
 
 ``pick_device("auto")`` prefers CUDA, then MPS, then the CPU; a named device
-that is not available is an error rather than a silent fallback.
+that is not available is an error rather than a silent fallback.  Timing claims
+use ``WallTimer``: wall-clock with the device synchronised at both ends, so
+asynchronous GPU work is counted (``synchronize`` alone for other uses).
 """
 
 from __future__ import annotations
@@ -99,16 +101,25 @@ class WallTimer:
         with WallTimer(device) as t:
             train()
         t.seconds
+
+    or ``timer = WallTimer(device).start()`` ... ``timer.stop()`` (returns the seconds).
     """
 
     def __init__(self, device: torch.device | str | None = None):
         self.device, self.seconds = device, 0.0
 
-    def __enter__(self) -> "WallTimer":
+    def start(self) -> "WallTimer":
         synchronize(self.device)
         self._t0 = time.perf_counter()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> float:
         synchronize(self.device)
         self.seconds = time.perf_counter() - self._t0
+        return self.seconds
+
+    def __enter__(self) -> "WallTimer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
