@@ -22,16 +22,26 @@ intermediate iterates.
   with several attacks (e.g. L-inf, L1, L2 PGD), ``"avg"`` trains on the union of
   all attacks' examples (the batch grows by the number of attacks), ``"max"`` on,
   per example, the attack whose example has the highest loss.
+
+And the training loop the four papers share (``adversarial_train``: Adam on Madry's
+network, one of the losses above per epoch, a per-epoch monitor, resumable per
+epoch), with Madry et al.'s recipe on top of it (``madry_train``: L-inf PGD with an
+optional eps warm-up), which madry_mnist trains and abs_mnist uses as a baseline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common import attacks as A
+from common import robustness as R
+from common.train import accuracy, batches, cross_entropy_loss, to_device, train_epoch
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -130,3 +140,94 @@ def multi_perturbation_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     worst = losses.argmax(0)
     x_worst = torch.stack(advs)[worst, torch.arange(len(x), device=x.device)]
     return F.cross_entropy(model(x_worst), y)
+
+
+# ------------------------------------------------------------------ the shared training loop
+
+
+def adversarial_train(ctx, key: str, model: nn.Module, data: dict, *, epochs: int, batch_size: int,
+                      lr: float, epoch_loss: Callable[[int], tuple], monitor: Callable[[nn.Module], dict],
+                      generators: dict, describe: Callable[[dict], str] | None = None,
+                      lr_milestones: Sequence[int] = (), clip_grad_norm: float | None = None
+                      ) -> tuple[nn.Module, list]:
+    """Train ``model`` (already on ``ctx.device``) with Adam(``lr``) on ``data["x_train"]``,
+    ``data["y_train"]`` (moved to the device once), shuffled per epoch by
+    ``generators["order"]``; resumable per epoch under ``key`` (a finished training only
+    reloads).  ``epoch_loss(epoch)`` returns ``(loss_fn, info)``: the epoch's
+    ``loss_fn(model, x, y)`` (e.g. ``madry_loss`` with its attack) and a dict logged in
+    the epoch's row; ``monitor(model)`` (in eval mode, after the epoch) adds its own
+    entries.  ``lr_milestones``: the learning rate drops tenfold after these epochs.
+    ``generators`` (order, attack noise, ...) are checkpointed with the weights.
+    Returns the model in eval mode and the history, one row per epoch."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    objects = {"model": model, "opt": opt}
+    sched = None
+    if lr_milestones:
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(lr_milestones), gamma=0.1)
+        objects["sched"] = sched
+    state = {"history": []}
+    loop = ctx.resumable(key, {**objects, **generators}, state)
+    x, y = to_device(data["x_train"], data["y_train"], device=ctx.device)
+    bar = ctx.progress(total=epochs, desc=key)
+    for epoch in loop.epochs(epochs):
+        loss_fn, info = epoch_loss(epoch)
+        stats = train_epoch(model, batches(x, y, batch_size=batch_size, shuffle=True,
+                                           generator=generators["order"]),
+                            opt, loss_fn, autocast=ctx.autocast, clip_grad_norm=clip_grad_norm)
+        if sched is not None:
+            sched.step()
+        model.eval()
+        row = {"epoch": epoch + 1, **info, **stats, **monitor(model)}
+        state["history"].append(row)
+        ctx.log(f"[{key}] epoch {epoch + 1}/{epochs}: loss {stats['train_loss']:.3f}"
+                + (f", {describe(row)}" if describe else ""))
+        bar.update(1)
+    bar.close()
+    model.eval()
+    return model, state["history"]
+
+
+def linf_pgd(eps: float, steps: int, step_size: float, random_start: bool = True,
+             generator: torch.Generator | None = None) -> Attack:
+    """Madry et al.'s inner maximisation: L-inf PGD on the cross entropy, as
+    ``attack(model, x, y)``."""
+    return functools.partial(A.pgd, eps=eps, norm="linf", steps=steps, step_size=step_size,
+                             random_start=random_start, generator=generator)
+
+
+def warmup_eps(epoch: int, eps: float, warmup_epochs: int) -> float:
+    """The training eps: eps / 3 during the first ``warmup_epochs`` epochs (Tramer &
+    Boneh's "start_small" for MNIST), eps after (Madry: eps throughout)."""
+    return eps / 3 if epoch < warmup_epochs else eps
+
+
+def madry_train(ctx, key: str, data: dict, monitor: tuple, *, adversarial: bool = True,
+                epochs: int, width: float = 1.0, batch_size: int = 50, lr: float = 1e-4,
+                eps: float = 0.3, steps: int = 40, step_size: float = 0.01, random_start: bool = True,
+                warmup_epochs: int = 0) -> tuple[nn.Module, list]:
+    """Madry et al.'s MNIST recipe (defaults: theirs; ``adversarial=False``: the same
+    network and schedule on clean images): ``MadryCNN(width)``, Adam, ``madry_loss``
+    with L-inf PGD (eps warmed up over ``warmup_epochs``).  After each epoch the
+    monitor images ``(x, y)`` give clean and full-eps PGD accuracy (``monitor_clean``,
+    ``monitor_pgd``).  Generators: ``{key}/order``, ``{key}/attack``, ``{key}/monitor``."""
+    model = MadryCNN(width=width).to(ctx.device)
+    gens = {"order": ctx.generator(f"{key}/order"), "attack": ctx.generator(f"{key}/attack")}
+    x_mon, y_mon = to_device(*monitor, device=ctx.device)
+    full_attack = linf_pgd(eps, steps, step_size, random_start, ctx.generator(f"{key}/monitor"))
+
+    def epoch_loss(epoch):
+        e = warmup_eps(epoch, eps, warmup_epochs)
+        if not adversarial:
+            return cross_entropy_loss, {"train_eps": e}
+        attack = linf_pgd(e, steps, step_size, random_start, gens["attack"])
+        return functools.partial(madry_loss, attack=attack), {"train_eps": e}
+
+    def watch(model):
+        pgd_ok = R.correct_under(model, x_mon, y_mon, lambda m, x, y, e: full_attack(m, x, y), eps)
+        return {"monitor_clean": accuracy(model, x_mon, y_mon),
+                "monitor_pgd": 100.0 * pgd_ok.float().mean().item()}
+
+    return adversarial_train(
+        ctx, key, model, data, epochs=epochs, batch_size=batch_size, lr=lr, epoch_loss=epoch_loss,
+        monitor=watch, generators=gens,
+        describe=lambda r: f"monitor clean {r['monitor_clean']:.1f}%, PGD-{steps} {r['monitor_pgd']:.1f}%")

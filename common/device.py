@@ -1,13 +1,16 @@
 """Device, dtype and seeds, chosen in one place.
 
 ``pick_device("auto")`` prefers CUDA, then MPS, then the CPU; a named device
-that is not available is an error rather than a silent fallback.
+that is not available is an error rather than a silent fallback.  Timing claims
+use ``WallTimer``: wall-clock with the device synchronised at both ends, so
+asynchronous GPU work is counted (``synchronize`` alone for other uses).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import time
 
 import numpy as np
 import torch
@@ -79,3 +82,44 @@ def set_rng_state(state: dict) -> None:
                      state["python_gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for the device's queued work (CUDA, MPS); a no-op on the CPU and meta."""
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class WallTimer:
+    """Synchronised wall-clock time of a block, for timing claims: the device is
+    synchronised on entry and exit, so queued GPU work is counted where it was issued::
+
+        with WallTimer(device) as t:
+            train()
+        t.seconds
+
+    or ``timer = WallTimer(device).start()`` ... ``timer.stop()`` (returns the seconds).
+    """
+
+    def __init__(self, device: torch.device | str | None = None):
+        self.device, self.seconds = device, 0.0
+
+    def start(self) -> "WallTimer":
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        return self
+
+    def stop(self) -> float:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._t0
+        return self.seconds
+
+    def __enter__(self) -> "WallTimer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 
 import gin
 import torch
@@ -32,9 +31,10 @@ import torch
 from common import attacks as A
 from common import decision_attacks as D
 from common import robustness as R
-from common.adversarial import mnist_arrays
+from common.adversarial import madry_train, mnist_arrays
 from common.runs import RunContext
-from common.train import batches, count_parameters, cross_entropy_loss, train_epoch
+from common.device import WallTimer
+from common.train import batches, count_parameters, cross_entropy_loss, to_device, train_epoch
 from papers.abs import figures
 from papers.abs import method as M
 from registry import Paper, register
@@ -115,7 +115,7 @@ def train_vaes(ctx: RunContext, data: dict, cfg: dict) -> M.ClassVAEs:
     vaes = M.ClassVAEs().to(ctx.device)
     opt = torch.optim.Adam(vaes.parameters(), lr=cfg["vae_lr"])
     gen = ctx.generator("vae/batches")
-    by_class = [data["x_train"][data["y_train"] == k] for k in range(M.N_CLASSES)]
+    by_class = [to_device(data["x_train"][data["y_train"] == k], device=ctx.device) for k in range(M.N_CLASSES)]
     state = {"history": []}
     chunk = max(1, cfg["vae_steps"] // 10)  # a checkpoint every tenth of training
     loop = ctx.resumable("vaes", {"vaes": vaes, "opt": opt, "gen": gen}, state)
@@ -127,7 +127,7 @@ def train_vaes(ctx: RunContext, data: dict, cfg: dict) -> M.ClassVAEs:
         for group in opt.param_groups:
             group["lr"] = lr
         loss = M.train_vaes(vaes, by_class, opt, steps, cfg["vae_batch_per_class"], gen, cfg["beta"],
-                            ctx.device)
+                            ctx.device, autocast=ctx.autocast)
         state["history"].append({"step": r * chunk + steps, "neg_elbo": loss})
         ctx.log(f"[vaes] step {r * chunk + steps}/{cfg['vae_steps']}: -ELBO per image {loss:.2f}")
         bar.update(steps)
@@ -142,24 +142,24 @@ def train_cnn(ctx: RunContext, data: dict, cfg: dict) -> M.VanillaCNN:
     opt = torch.optim.Adam(model.parameters(), lr=cfg["cnn_lr"])
     order = ctx.generator("cnn/order")
     loop = ctx.resumable("cnn", {"model": model, "opt": opt, "order": order})
+    x, y = to_device(data["x_train"], data["y_train"], device=ctx.device)
     for epoch in loop.epochs(cfg["cnn_epochs"]):
-        stats = train_epoch(model, batches(data["x_train"], data["y_train"], batch_size=128, shuffle=True,
-                                           generator=order, device=ctx.device), opt, cross_entropy_loss)
+        stats = train_epoch(model, batches(x, y, batch_size=128, shuffle=True, generator=order), opt,
+                            cross_entropy_loss, autocast=ctx.autocast)
         ctx.log(f"[cnn] epoch {epoch + 1}/{cfg['cnn_epochs']}: loss {stats['train_loss']:.4f}")
     return model.eval()
 
 
 def train_madry(ctx: RunContext, data: dict, cfg: dict):
-    """madry_mnist's training (Madry's network and PGD training), with this profile's recipe."""
-    from papers.madry.experiment import train_model
-
-    mcfg = dict(epochs=cfg["madry_epochs"], natural_epochs=0, batch_size=50, lr=cfg["madry_lr"], eps=0.3,
-                steps=cfg["madry_steps"], step_size=cfg["madry_step_size"], random_start=True,
-                warmup_epochs=cfg["madry_warmup_epochs"])
+    """The Madry et al. baseline: ``common.adversarial.madry_train`` (Madry's network
+    and PGD training, as madry_mnist trains it) with this profile's recipe."""
     sub = cfg["madry_train_subset"]
     train_data = data if not sub else {**data, "x_train": data["x_train"][:sub], "y_train": data["y_train"][:sub]}
     monitor = (data["x_test"][-500:], data["y_test"][-500:])
-    model, history = train_model(ctx, "adversarial", train_data, mcfg, cfg["madry_width"], monitor)
+    model, history = madry_train(ctx, "adversarial", train_data, monitor, epochs=cfg["madry_epochs"],
+                                 width=cfg["madry_width"], batch_size=50, lr=cfg["madry_lr"], eps=0.3,
+                                 steps=cfg["madry_steps"], step_size=cfg["madry_step_size"],
+                                 random_start=True, warmup_epochs=cfg["madry_warmup_epochs"])
     ctx.save_json("madry_history", history)
     return model.eval()
 
@@ -244,9 +244,9 @@ def attack_suite(ctx: RunContext, name: str, models: dict, x, y, cnn, cfg: dict)
     found, timing = {}, {}
 
     def run(label, fn):
-        t0 = time.time()
-        found[label] = fn()
-        timing[label] = time.time() - t0
+        with WallTimer(x.device) as t:
+            found[label] = fn()
+        timing[label] = t.seconds
         ctx.log(f"[{name}] {label}: {timing[label]:.1f} s")
 
     for norm in ("l2", "linf"):
@@ -261,12 +261,12 @@ def attack_suite(ctx: RunContext, name: str, models: dict, x, y, cnn, cfg: dict)
                                              max_passes=cfg["pointwise_passes"], generator=gen))
     if isinstance(full, M.ABS):
         run("latent_descent", lambda: M.latent_descent(grad_m, x, y, cfg["latent_coarse"], cfg["latent_fine"]))
-    t0 = time.time()
     labels = list(found)
-    stacked = torch.cat([found[k] for k in labels])
-    xs, ys = x.repeat(len(labels), 1, 1, 1), y.repeat(len(labels))
-    verified = verify(full, xs, ys, stacked, cfg["extend"]).split(len(x))
-    ctx.log(f"[{name}] verification on the full model: {time.time() - t0:.1f} s")
+    with WallTimer(x.device) as t:
+        stacked = torch.cat([found[k] for k in labels])
+        xs, ys = x.repeat(len(labels), 1, 1, 1), y.repeat(len(labels))
+        verified = verify(full, xs, ys, stacked, cfg["extend"]).split(len(x))
+    ctx.log(f"[{name}] verification on the full model: {t.seconds:.1f} s")
     return {k: v for k, v in zip(labels, verified)}, timing
 
 
@@ -351,9 +351,9 @@ def run(ctx: RunContext) -> dict:
 
     metrics = {}
     # clean accuracy, and ABS's inference speed
-    t0 = time.time()
-    abs_models["abs"]["full"].bank()
-    metrics["abs/bank_decode_s"] = time.time() - t0
+    with WallTimer(dev) as t:
+        abs_models["abs"]["full"].bank()
+    metrics["abs/bank_decode_s"] = t.seconds
     for name, m in models.items():
         res = ctx.once(f"{name}/clean", lambda: _clean(m, x_eval, y_eval, x))
         metrics.update({f"{name}/{k}": v for k, v in res.items()})
@@ -404,20 +404,19 @@ def run(ctx: RunContext) -> dict:
 
 def _clean(m: dict, x_eval, y_eval, x_attack) -> dict:
     full = m["full"]
-    t0 = time.time()
-    pred = R.predict(full, x_eval, 200)
-    wall = time.time() - t0
+    with WallTimer(x_eval.device) as t:  # synchronised wall-clock (queued GPU work included)
+        pred = R.predict(full, x_eval, 200)
     out = {"clean": 100.0 * (pred == y_eval).float().mean().item()}
     if isinstance(full, M.ABS):
-        out["images_per_s"] = len(x_eval) / wall
-        t0 = time.time()
-        with torch.enable_grad():  # a forward and backward pass, as inside a gradient attack
+        out["images_per_s"] = len(x_eval) / t.seconds
+        with WallTimer(x_attack.device) as t, torch.enable_grad():
+            # a forward and backward pass, as inside a gradient attack
             xr = x_attack.clone().requires_grad_(True)
             m["gradient"](xr).sum().backward()
-        out["images_per_s_attack"] = len(x_attack) / (time.time() - t0)
-        t0 = time.time()
-        R.predict(m["query"], x_attack, 200)
-        out["images_per_s_query"] = len(x_attack) / (time.time() - t0)
+        out["images_per_s_attack"] = len(x_attack) / t.seconds
+        with WallTimer(x_attack.device) as t:
+            R.predict(m["query"], x_attack, 200)
+        out["images_per_s_query"] = len(x_attack) / t.seconds
     return out
 
 
@@ -427,17 +426,17 @@ def _attack_model(ctx, name, m, x, y, cnn, acfg, scfg) -> dict:
     per_attack, best, best_adv = minimal_distances(x, ~clean_right, found)
     # on the full model: bisect along each sample's best L2 and L-inf adversarial, and
     # sparsify both into L0 adversarials
-    t0 = time.time()
-    srcs = torch.cat([torch.where((clean_right & torch.isfinite(best[norm]))[:, None, None, None], best_adv[norm], x)
-                      for norm in ("l2", "linf")])
-    xx, yy = x.repeat(2, 1, 1, 1), y.repeat(2)
-    refined = D.line_search(m["full"], xx, yy, srcs, steps=acfg["refine_steps"])
-    found["refine_l2"], found["refine_linf"] = refined.split(len(x))
-    timing["refine"] = time.time() - t0
-    t0 = time.time()
-    found["sparsify_l2"], found["sparsify_linf"] = sparsify(m["full"], xx, yy, refined,
-                                                            acfg["sparsify_steps"]).split(len(x))
-    timing["sparsify"] = time.time() - t0
+    with WallTimer(x.device) as t:
+        srcs = torch.cat([torch.where((clean_right & torch.isfinite(best[norm]))[:, None, None, None],
+                                      best_adv[norm], x) for norm in ("l2", "linf")])
+        xx, yy = x.repeat(2, 1, 1, 1), y.repeat(2)
+        refined = D.line_search(m["full"], xx, yy, srcs, steps=acfg["refine_steps"])
+        found["refine_l2"], found["refine_linf"] = refined.split(len(x))
+    timing["refine"] = t.seconds
+    with WallTimer(x.device) as t:
+        found["sparsify_l2"], found["sparsify_linf"] = sparsify(m["full"], xx, yy, refined,
+                                                                acfg["sparsify_steps"]).split(len(x))
+    timing["sparsify"] = t.seconds
     ctx.log(f"[{name}] refinement on the full model: {timing['refine']:.1f} s; sparsified: {timing['sparsify']:.1f} s")
     per_attack, best, best_adv = minimal_distances(x, ~clean_right, found)
     th = acfg["thresholds"]

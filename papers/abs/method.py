@@ -38,6 +38,8 @@ ball drops the sign of clipped coordinates (its known bug), ours rescales.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import torch
@@ -440,19 +442,23 @@ class NearestNeighbour(nn.Module):
 
 
 def train_vaes(vaes: ClassVAEs, images_by_class: list[torch.Tensor], opt, steps: int, batch_per_class: int,
-               generator: torch.Generator, beta: float = 1.0, device="cpu") -> float:
+               generator: torch.Generator, beta: float = 1.0, device="cpu", autocast=None) -> float:
     """``steps`` Adam steps on class-balanced batches (``batch_per_class`` images of
-    every class per step, drawn uniformly with replacement); returns the mean
-    negative ELBO per VAE and image."""
+    every class per step, drawn uniformly with replacement by the CPU ``generator``,
+    gathered where the images live); returns the mean negative ELBO per VAE and image
+    (summed on the device, one host sync)."""
     vaes.train()
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    amp = autocast or contextlib.nullcontext
     for _ in range(steps):
-        x = torch.stack([imgs[torch.randint(len(imgs), (batch_per_class,), generator=generator)][:, 0]
+        x = torch.stack([imgs[torch.randint(len(imgs), (batch_per_class,), generator=generator)
+                              .to(imgs.device, non_blocking=True)][:, 0]
                          for imgs in images_by_class], 1).to(device)
         opt.zero_grad(set_to_none=True)
-        loss = vaes.elbo_loss(x, beta, generator)
+        with amp():
+            loss = vaes.elbo_loss(x, beta, generator)
         loss.backward()
         opt.step()
-        total += loss.item() / vaes.n_classes
+        total += loss.detach().double() / vaes.n_classes
     vaes.eval()
-    return total / max(steps, 1)
+    return total.item() / max(steps, 1)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from common.runs import RunContext
-from common.train import accuracy, batches, count_parameters, predict, train_epoch
+from common.train import accuracy, batches, count_parameters, outputs, predict, to_device, train_epoch
 from papers.gce import figures
 from papers.gce import method as M
 from registry import Paper, register
@@ -76,8 +76,8 @@ def train_one(ctx: RunContext, key: str, loss_name: str, data: dict, noisy: dict
                           weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg["lr_drops"]), gamma=0.1)
     gen = ctx.generator(key)
-    x_tr, y_tr = data["x_train"], noisy["train"]
-    corrupted = y_tr != data["y_train"]
+    x_tr, y_tr = to_device(data["x_train"], noisy["train"], device=ctx.device)
+    corrupted = noisy["train"] != data["y_train"]
     probe = torch.arange(min(5000, len(x_tr)))  # fixed training subset to watch memorisation
     state = {"history": [], "weights": torch.ones(len(x_tr)), "best_val": -1.0,
              "test_at_best_val": 0.0, "best_epoch": 0}
@@ -95,20 +95,20 @@ def train_one(ctx: RunContext, key: str, loss_name: str, data: dict, noisy: dict
     for epoch in loop.epochs(cfg["epochs"]):
         if (loss_name == "trunc_lq" and epoch >= start_prune
                 and (epoch - start_prune) % cfg["prune_every"] == 0):
-            p_y = F.softmax(predict(model, x_tr), 1).gather(1, y_tr[:, None]).squeeze(1)
-            state["weights"] = M.prune_weights(p_y, cfg["k"])
-        stats = train_epoch(model, batches(x_tr, y_tr, state["weights"], batch_size=cfg["batch_size"],
-                                           shuffle=True, generator=gen, device=ctx.device),
-                            opt, loss_fn)
+            p_y = F.softmax(outputs(model, x_tr), 1).gather(1, y_tr[:, None]).squeeze(1)
+            state["weights"] = M.prune_weights(p_y, cfg["k"]).cpu()  # checkpointed: kept on the host
+        weights = to_device(state["weights"], device=ctx.device)
+        stats = train_epoch(model, batches(x_tr, y_tr, weights, batch_size=cfg["batch_size"],
+                                           shuffle=True, generator=gen), opt, loss_fn)
         sched.step()
         val_acc = accuracy(model, data["x_val"], noisy["val"])
         test_acc = accuracy(model, data["x_test"], data["y_test"])
         pred = predict(model, x_tr[probe]).argmax(1)
-        bad = corrupted[probe]
+        bad, y_probe = corrupted[probe], noisy["train"][probe]
         row = {"epoch": epoch + 1, **stats, "val_acc": val_acc, "test_acc": test_acc,
-               "fit_noisy_labels": 100.0 * (pred[bad] == y_tr[probe][bad]).float().mean().item()
+               "fit_noisy_labels": 100.0 * (pred[bad] == y_probe[bad]).float().mean().item()
                if bad.any() else None,
-               "fit_clean_labels": 100.0 * (pred[~bad] == y_tr[probe][~bad]).float().mean().item(),
+               "fit_clean_labels": 100.0 * (pred[~bad] == y_probe[~bad]).float().mean().item(),
                "kept_fraction": state["weights"].mean().item()}
         state["history"].append(row)
         if val_acc > state["best_val"]:

@@ -175,5 +175,4 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
                  torch.arange(c, device=x.device)[None, :, None, None],
                  rows[:, None, :, None], cols[:, None, None, :]]
     flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-    out[flip] = out[flip].flip(-1)
-    return out
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)  # no mask indexing: no host sync

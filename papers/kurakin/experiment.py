@@ -11,13 +11,15 @@ label, step l.l.) and iterative ones (BIM, PGD) over a grid of eps.
 
 from __future__ import annotations
 
+import functools
+
 import gin
 import torch
 
 from common import robustness as R
-from common.adversarial import MadryCNN, mixed_batch_loss, mnist_arrays
+from common.adversarial import MadryCNN, adversarial_train, mixed_batch_loss, mnist_arrays
 from common.runs import RunContext
-from common.train import accuracy, batches, count_parameters, cross_entropy_loss, train_epoch
+from common.train import accuracy, count_parameters, cross_entropy_loss, to_device
 from papers.kurakin import figures
 from papers.kurakin import method as M
 from registry import Paper, register
@@ -52,40 +54,29 @@ def evaluate(eps_grid=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3), iterative_steps=None, e
 
 
 def train_model(ctx: RunContext, name: str, data: dict, cfg: dict, width: float, monitor) -> tuple:
-    """Train one network; resumable per epoch.  History: clean and FGSM accuracy per epoch."""
+    """Train one network with ``common.adversarial.adversarial_train``; resumable per
+    epoch.  History: clean and FGSM accuracy per epoch."""
     model = MadryCNN(width=width).to(ctx.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    order, eps_gen, pick_gen = (ctx.generator(f"{name}/{w}") for w in ("order", "eps", "pick"))
-    state = {"history": []}
-    loop = ctx.resumable(name, {"model": model, "opt": opt, "order": order, "eps": eps_gen,
-                                "pick": pick_gen}, state)
+    gens = {w: ctx.generator(f"{name}/{w}") for w in ("order", "eps", "pick")}
     method = M.TRAINING[name]
     if method is None:
         loss_fn = cross_entropy_loss
     else:
-        attack = M.one_step_attack(method[0], cfg["eps_max"], cfg["eps_sigma"], eps_gen)
+        attack = M.one_step_attack(method[0], cfg["eps_max"], cfg["eps_sigma"], gens["eps"])
+        loss_fn = functools.partial(mixed_batch_loss, attack=attack, k=cfg["k"], lam=cfg["lam"],
+                                    label=method[1] or "true", generator=gens["pick"])
 
-        def loss_fn(model, x, y):
-            return mixed_batch_loss(model, x, y, attack=attack, k=cfg["k"], lam=cfg["lam"],
-                                    label=method[1] or "true", generator=pick_gen)
-
-    x_mon, y_mon = (t.to(ctx.device) for t in monitor)
+    x_mon, y_mon = to_device(*monitor, device=ctx.device)
     fgsm = M.evaluation_attacks()["fgsm"]
-    bar = ctx.progress(total=cfg["epochs"], desc=name)
-    for epoch in loop.epochs(cfg["epochs"]):
-        stats = train_epoch(model, batches(data["x_train"], data["y_train"], batch_size=cfg["batch_size"],
-                                           shuffle=True, generator=order, device=ctx.device), opt, loss_fn)
-        model.eval()
+
+    def watch(model):
         adv_ok = R.correct_under(model, x_mon, y_mon, fgsm, cfg["eps_max"])
-        row = {"epoch": epoch + 1, **stats, "clean": accuracy(model, x_mon, y_mon),
-               "fgsm": 100.0 * adv_ok.float().mean().item()}
-        state["history"].append(row)
-        ctx.log(f"[{name}] epoch {epoch + 1}/{cfg['epochs']}: loss {stats['train_loss']:.3f}, "
-                f"clean {row['clean']:.2f}%, FGSM(eps {cfg['eps_max']}) {row['fgsm']:.2f}%")
-        bar.update(1)
-    bar.close()
-    model.eval()
-    return model, state["history"]
+        return {"clean": accuracy(model, x_mon, y_mon), "fgsm": 100.0 * adv_ok.float().mean().item()}
+
+    return adversarial_train(
+        ctx, name, model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+        epoch_loss=lambda epoch: (loss_fn, {}), monitor=watch, generators=gens,
+        describe=lambda r: f"clean {r['clean']:.2f}%, FGSM(eps {cfg['eps_max']}) {r['fgsm']:.2f}%")
 
 
 def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, cfg: dict) -> dict:

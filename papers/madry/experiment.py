@@ -16,9 +16,9 @@ import gin
 import torch
 
 from common import robustness as R
-from common.adversarial import MadryCNN, madry_loss, mnist_arrays
+from common.adversarial import madry_train, mnist_arrays
 from common.runs import RunContext
-from common.train import accuracy, batches, count_parameters, cross_entropy_loss, train_epoch
+from common.train import count_parameters
 from papers.madry import figures
 from papers.madry import method as M
 from registry import Paper, register
@@ -61,41 +61,13 @@ def evaluate(eps=0.3, steps=100, step_size=0.01, extra_steps=(40,), restarts=50,
 
 def train_model(ctx: RunContext, kind: str, data: dict, cfg: dict, width: float,
                 monitor: tuple) -> tuple[torch.nn.Module, list]:
-    """Train one network; resumable per epoch (a finished training only reloads)."""
-    model = MadryCNN(width=width).to(ctx.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    order, attack_gen = ctx.generator(f"{kind}/order"), ctx.generator(f"{kind}/attack")
-    state = {"history": []}
-    loop = ctx.resumable(kind, {"model": model, "opt": opt, "order": order, "attack": attack_gen}, state)
+    """Train one network with ``common.adversarial.madry_train``; resumable per epoch
+    (a finished training only reloads)."""
     epochs = cfg["epochs"] if kind == "adversarial" else cfg["natural_epochs"]
-    x_mon, y_mon = (t.to(ctx.device) for t in monitor)
-    full_attack = M.training_attack(cfg["eps"], cfg["steps"], cfg["step_size"], cfg["random_start"],
-                                    ctx.generator(f"{kind}/monitor"))
-    bar = ctx.progress(total=epochs, desc=kind)
-    for epoch in loop.epochs(epochs):
-        eps = M.eps_at(epoch, cfg["eps"], cfg["warmup_epochs"])
-        if kind == "natural":
-            loss_fn = cross_entropy_loss
-        else:
-            attack = M.training_attack(eps, cfg["steps"], cfg["step_size"], cfg["random_start"], attack_gen)
-
-            def loss_fn(model, x, y):
-                return madry_loss(model, x, y, attack=attack)
-
-        stats = train_epoch(model, batches(data["x_train"], data["y_train"], batch_size=cfg["batch_size"],
-                                           shuffle=True, generator=order, device=ctx.device), opt, loss_fn)
-        model.eval()
-        pgd_mon = R.correct_under(model, x_mon, y_mon, lambda m, x, y, e: full_attack(m, x, y), cfg["eps"])
-        row = {"epoch": epoch + 1, "train_eps": eps, **stats,
-               "monitor_clean": accuracy(model, x_mon, y_mon),
-               "monitor_pgd": 100.0 * pgd_mon.float().mean().item()}
-        state["history"].append(row)
-        ctx.log(f"[{kind}] epoch {epoch + 1}/{epochs}: loss {stats['train_loss']:.3f}, "
-                f"monitor clean {row['monitor_clean']:.1f}%, PGD-{cfg['steps']} {row['monitor_pgd']:.1f}%")
-        bar.update(1)
-    bar.close()
-    model.eval()
-    return model, state["history"]
+    return madry_train(ctx, kind, data, monitor, adversarial=kind == "adversarial", epochs=epochs,
+                       width=width, batch_size=cfg["batch_size"], lr=cfg["lr"], eps=cfg["eps"],
+                       steps=cfg["steps"], step_size=cfg["step_size"], random_start=cfg["random_start"],
+                       warmup_epochs=cfg["warmup_epochs"])
 
 
 def evaluate_model(ctx: RunContext, kind: str, model, data: dict, setup_cfg: dict, cfg: dict) -> dict:

@@ -4,7 +4,8 @@ to adversarial attacks", ICLR 2018 (arXiv:1706.06083): the MNIST recipe.
 - The saddle-point problem (eq. 2.1): min_theta E_(x,y) [max_{||delta||_inf <= eps}
   L(theta, x + delta, y)].  The inner maximum is approximated by PGD (§3: projected
   sign-gradient ascent from a uniformly random point of the eps-box), the outer by
-  SGD on the adversarial examples alone (``common.adversarial.madry_loss``).
+  SGD on the adversarial examples alone (``common.adversarial.madry_loss``,
+  trained by ``common.adversarial.madry_train``).
 - MNIST (MadryLab/mnist_challenge config.json and model.py): eps = 0.3, 40 steps of
   0.01, random start, cross-entropy loss; the network conv 5x5 32 - pool - conv 5x5
   64 - pool - fc 1024 (``common.adversarial.MadryCNN``); Adam 1e-4, batch 50,
@@ -27,19 +28,13 @@ import functools
 import torch
 
 from common import attacks as A
+from common.adversarial import linf_pgd, warmup_eps
 
 
-def eps_at(epoch: int, eps: float, warmup_epochs: int) -> float:
-    """The training eps: eps / 3 during the first ``warmup_epochs`` epochs (Tramer &
-    Boneh's "start_small" for MNIST), eps after (Madry: eps throughout)."""
-    return eps / 3 if epoch < warmup_epochs else eps
-
-
-def training_attack(eps: float, steps: int, step_size: float, random_start: bool = True,
-                    generator: torch.Generator | None = None):
-    """The inner maximisation: L-inf PGD on the cross-entropy loss."""
-    return functools.partial(A.pgd, eps=eps, norm="linf", steps=steps, step_size=step_size,
-                             random_start=random_start, generator=generator)
+# The training recipe (eq. 2.1 with L-inf PGD, the eps warm-up) is
+# ``common.adversarial.madry_train``, shared with abs_mnist's Madry baseline.
+eps_at = warmup_eps
+training_attack = linf_pgd
 
 
 def leaderboard_attacks(steps: int, step_size: float, extra_steps=(40,),

@@ -22,6 +22,7 @@ stated in the profiles.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 
 import gin
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from common.runs import RunContext
-from common.train import accuracy, batches, train_epoch
+from common.train import accuracy, batches, to_device, train_step, train_until_memorised
 from papers.pwcca import figures
 from papers.pwcca import method as M
 from registry import Paper, register
@@ -134,30 +135,10 @@ def train_cnn(ctx: RunContext, key: str, width: int, lr: float, x, y, epochs: in
                       fc_mult=cfg["fc_mult"]).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = ctx.generator(f"order {key}")
-    state = {"epochs_run": 0, "train_acc": 0.0, "done": False}
-    loop = ctx.resumable(key, {"model": model, "opt": opt, "gen": gen}, state)
-    seen = {"correct": 0, "n": 0}
-
-    def loss_fn(m, xb, yb):  # counts the batch accuracy on the way, for free
-        logits = m(xb)
-        seen["correct"] += (logits.argmax(1) == yb).sum().item()
-        seen["n"] += len(yb)
-        return F.cross_entropy(logits, yb)
-
-    for _ in loop.epochs(epochs):
-        if state["done"]:
-            continue
-        seen.update(correct=0, n=0)
-        train_epoch(model, batches(x, y, batch_size=cfg["batch_size"], shuffle=True, generator=gen,
-                                   device=ctx.device), opt, loss_fn)
-        state["epochs_run"] += 1
-        # a full pass over the training set only once the running accuracy is close
-        if stop_at is not None and 100.0 * seen["correct"] / seen["n"] >= stop_at - 1.0:
-            state["train_acc"] = accuracy(model, x, y)
-            state["done"] = state["train_acc"] >= stop_at
-    model.eval()
-    state["train_acc"] = accuracy(model, x, y)
-    return model, dict(state)
+    hist = train_until_memorised(ctx, key, model, opt, x, y, epochs=epochs, batch_size=cfg["batch_size"],
+                                 generator=gen, stop_at=stop_at)
+    done = stop_at is not None and bool(hist) and hist[-1].get("train_acc", -math.inf) >= stop_at
+    return model, {"epochs_run": len(hist), "train_acc": accuracy(model, x, y), "done": done}
 
 
 @torch.no_grad()
@@ -386,13 +367,11 @@ def run_lstm(ctx: RunContext) -> dict:
 
     if 0 in marks and 0 not in snaps:
         snapshot()
+    x_dev, y_dev = to_device(x, y, device=ctx.device)
     for epoch in loop.epochs(cfg["epochs"]):
         model.train()
-        for xb, yb in batches(x, y, batch_size=cfg["batch_size"], shuffle=True, generator=gen,
-                              device=ctx.device):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
+        for xb, yb in batches(x_dev, y_dev, batch_size=cfg["batch_size"], shuffle=True, generator=gen):
+            train_step(model, opt, lambda: F.cross_entropy(model(xb), yb), autocast=ctx.autocast)
             state["step"] += 1
             if state["step"] in marks:
                 model.eval()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from common.runs import RunContext
-from common.train import accuracy, batches, train_epoch
+from common.train import accuracy, train_until_memorised
 from papers.sanity_checks import figures
 from papers.sanity_checks import method as M
 from registry import Paper, register
@@ -81,37 +81,14 @@ def train_model(ctx: RunContext, key: str, data: dict, labels: torch.Tensor, epo
     gen = ctx.generator(key)
     model = M.init_model(M.CNN(**arch), gen).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    state = {"history": [], "done": False}
-    loop = ctx.resumable(key, {"model": model, "opt": opt, "gen": gen}, state)
 
-    seen = {"correct": 0, "n": 0}
-
-    def loss_fn(m, x, y):
-        logits = m(x)
-        seen["correct"] += (logits.argmax(1) == y).sum().item()  # running accuracy, for free
-        seen["n"] += len(y)
+    def loss_fn(m, logits, y):
         loss = F.cross_entropy(logits, y)
         return loss + cfg["l2"] * l2_penalty(m) if cfg["l2"] else loss
 
-    bar = ctx.progress(total=epochs, desc=key)
-    for epoch in loop.epochs(epochs):
-        if state["done"]:  # reached the target accuracy in an earlier epoch
-            continue
-        seen.update(correct=0, n=0)
-        stats = train_epoch(model, batches(data["x"], labels, batch_size=cfg["batch_size"],
-                                           shuffle=True, generator=gen, device=ctx.device),
-                            opt, loss_fn)
-        row = {"epoch": epoch + 1, **stats, "running_acc": 100.0 * seen["correct"] / seen["n"]}
-        # watch memorisation: a full pass over the training set once the running accuracy is close
-        if stop_at is not None and row["running_acc"] >= stop_at - 1.0:
-            row["train_acc"] = accuracy(model, data["x"], labels)
-            state["done"] = row["train_acc"] >= stop_at
-        state["history"].append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{stats['train_loss']:.3f}")
-    bar.close()
-    model.eval()
-    hist = state["history"]
+    hist = train_until_memorised(ctx, key, model, opt, data["x"], labels, epochs=epochs,
+                                 batch_size=cfg["batch_size"], generator=gen, stop_at=stop_at,
+                                 loss_fn=loss_fn)
     info = {"train_acc": accuracy(model, data["x"], labels),
             "test_acc": accuracy(model, data["x_test"], data["y_test"]),
             "epochs_run": len(hist), "history": hist}

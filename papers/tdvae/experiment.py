@@ -5,13 +5,13 @@ check), the belief probe of section 5.3, moving MNIST (figure 3) and mini-Pacman
 from __future__ import annotations
 
 import math
-import time
 
 import gin
 import torch
 
 from common.runs import RunContext
-from common.train import batches, count_parameters, train_epoch
+from common.device import WallTimer
+from common.train import batches, count_parameters, train_epoch, train_steps
 from papers.tdvae import data as D
 from papers.tdvae import figures
 from papers.tdvae import method as M
@@ -26,28 +26,26 @@ PAPER = Paper(
 def fit(ctx: RunContext, key: str, model, batch_fn, loss_fn, steps: int, lr: float, chunks: int = 20,
         clip: float = 10.0) -> list:
     """Adam on ``loss_fn(model, batch_fn(generator), generator, step)`` for ``steps``
-    updates, resumable in ``chunks``; returns the loss history (one row per chunk)."""
+    updates (gradient norm clipped at ``clip``), through ``common.train.train_steps``;
+    resumable in ``chunks``; returns the loss history (one row per chunk, the means
+    over its steps: one host sync per chunk)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = ctx.generator(f"{key}/train")
     state = {"history": []}
     loop = ctx.resumable(key, {"model": model, "opt": opt, "gen": gen}, state)
     per_chunk = max(1, steps // chunks)
     bar = ctx.progress(total=chunks * per_chunk, desc=key)
+
+    def step_fn(step):
+        return loss_fn(model, batch_fn(gen), gen, step)
+
     for chunk in loop.epochs(chunks):
         bar.n = chunk * per_chunk
-        sums, t0 = {}, time.time()
-        model.train()
-        for j in range(per_chunk):
-            loss, stats = loss_fn(model, batch_fn(gen), gen, chunk * per_chunk + j)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            for k, v in {"loss": loss.item(), **stats}.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.update(1)
-        row = {"step": (chunk + 1) * per_chunk, **{k: v / per_chunk for k, v in sums.items()},
-               "seconds": time.time() - t0}
+        with WallTimer(ctx.device) as t:
+            means = train_steps(model, opt, step_fn, per_chunk, start=chunk * per_chunk,
+                                autocast=ctx.autocast, clip_grad_norm=clip)
+        bar.update(per_chunk)
+        row = {"step": (chunk + 1) * per_chunk, **means, "seconds": t.seconds}
         state["history"].append(row)
         ctx.log(f"[{key}] step {row['step']}/{chunks * per_chunk}: loss {row['loss']:.3f} "
                 f"({row['seconds']:.0f} s)")
@@ -147,16 +145,15 @@ def run_oscillator(ctx: RunContext) -> dict:
     x_train = train["x"].to(ctx.device)
 
     def batch_fn(gen):
-        return x_train[torch.randint(0, len(x_train), (cfg["batch"],), generator=gen)]
+        return x_train[torch.randint(0, len(x_train), (cfg["batch"],), generator=gen).to(x_train.device)]
 
     def loss_fn(model, x, gen, step):
         skips = skip_schedule(cfg["skips"], step, cfg["sequential_steps"], cfg["ramp_steps"])
         return model.loss(x, skips, cfg["pairs"], gen)
 
-    t0 = time.time()
-    history = fit(ctx, "tdvae", model, batch_fn, loss_fn, cfg["steps"], cfg["lr"])
-    train_seconds = time.time() - t0
-    metrics = {"params": count_parameters(model), "train_minutes": train_seconds / 60}
+    with WallTimer(ctx.device) as t:
+        history = fit(ctx, "tdvae", model, batch_fn, loss_fn, cfg["steps"], cfg["lr"])
+    metrics = {"params": count_parameters(model), "train_minutes": t.seconds / 60}
     with torch.no_grad():
         metrics["test_loss"] = model.loss(test["x"], cfg["skips"], 16, ctx.generator("test loss"))[0].item()
     r2, per_dim = latent_probe(model, D.oscillator(cfg["probe_sequences"], cfg["t1"], ctx.generator("probe data")),
@@ -243,11 +240,13 @@ def run_belief_probe(ctx: RunContext) -> dict:
                         batch_fn = lambda g: D.piecewise_frequencies(cfg["batch"], gap, g)["x"].to(ctx.device)  # noqa: E731
                         loss_fn = lambda m, x, g, step: m.loss(  # noqa: E731
                             x, skip_schedule(skips, step, cfg["sequential_steps"], cfg["ramp_steps"]), cfg["pairs"], g)
-                        t0 = time.time()
-                        hist = fit(ctx, key, model, batch_fn, loss_fn, cfg["steps"], cfg["lr"], chunks=4)
-                        acc = M.probe_accuracy(belief_at(model, probe_train["x"], t_probe), probe_train["label"],
-                                               belief_at(model, probe_test["x"], t_probe), probe_test["label"])
-                        return {"accuracy": acc, "final_loss": hist[-1]["loss"], "seconds": time.time() - t0}
+                        with WallTimer(ctx.device) as t:
+                            hist = fit(ctx, key, model, batch_fn, loss_fn, cfg["steps"], cfg["lr"], chunks=4)
+                            acc = M.probe_accuracy(belief_at(model, probe_train["x"], t_probe),
+                                                   probe_train["label"],
+                                                   belief_at(model, probe_test["x"], t_probe),
+                                                   probe_test["label"])
+                        return {"accuracy": acc, "final_loss": hist[-1]["loss"], "seconds": t.seconds}
 
                     r = ctx.once(key, one)
                     results.append({"gap": gap, "d_belief": d, "seed": seed, "model": kind, **r})
@@ -311,9 +310,9 @@ def run_moving_mnist(ctx: RunContext) -> dict:
     skips = [(1.0, 1, cfg["skip"])]
     batch_fn = lambda g: D.moving_digits(x_tr, y_tr, cfg["batch"], L, g)["x"].to(ctx.device)  # noqa: E731
     loss_fn = lambda m, x, g, step: m.loss(x, skips, cfg["pairs"], g)  # noqa: E731
-    t0 = time.time()
-    history = fit(ctx, "tdvae", model, batch_fn, loss_fn, cfg["steps"], cfg["lr"])
-    metrics = {"params": count_parameters(model), "train_minutes": (time.time() - t0) / 60}
+    with WallTimer(ctx.device) as t:
+        history = fit(ctx, "tdvae", model, batch_fn, loss_fn, cfg["steps"], cfg["lr"])
+    metrics = {"params": count_parameters(model), "train_minutes": t.seconds / 60}
     test = D.moving_digits(x_te, y_te, cfg["test_sequences"], L, ctx.generator("test sequences"))
     probe = D.moving_digits(x_tr, y_tr, cfg["probe_train"], L, ctx.generator("probe sequences"))
     with torch.no_grad():

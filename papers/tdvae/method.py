@@ -275,20 +275,23 @@ class TDVAE(StateSpace):
     def loss(self, x, skips, pairs: int, generator=None, beta: float = 1.0):
         """Mean negative eq.-6 bound over ``pairs`` sampled (t1, t2) per sequence.  ``beta``
         < 1 down-weights the belief-entropy and smoothing-KL terms (a warm-up; the paper's
-        objective is beta = 1)."""
+        objective is beta = 1).  ``x`` is moved to the model's device; the statistics are
+        detached device scalars (no host sync)."""
+        x = x.to(next(self.parameters()).device)
         t1, t2 = sample_pairs(x.shape[0], x.shape[1], pairs, skips, generator, x.device)
         terms = self.pair_terms(x, t1, t2, generator)
         objective = terms["elbo"] if beta == 1.0 else (
             terms["log_p_d"] + terms["log_p_t"] - beta * (terms["log_p_b2"] + terms["kl_smoothing"]))
-        return -objective.mean(), {k: v.mean().item() for k, v in terms.items()}
+        return -objective.mean(), {k: v.detach().mean() for k, v in terms.items()}
 
     def sequential_loss(self, x, generator=None):
         """The sequential TD-VAE (dt = 1 for every t = 1..T): per-step mean of the negative
         bound on log p(x_t | x_<t) (summed over t, divided by T)."""
+        x = x.to(next(self.parameters()).device)
         B, T = x.shape[:2]
         t2 = torch.arange(1, T + 1, device=x.device).expand(B, T)
         terms = self.pair_terms(x, t2 - 1, t2, generator)
-        return -terms["elbo"].mean(), {k: v.mean().item() for k, v in terms.items()}
+        return -terms["elbo"].mean(), {k: v.detach().mean() for k, v in terms.items()}
 
     def log_weights(self, x, samples: int, generator=None):
         """log p(x, z_0:T) - log q(z_0:T | x) for ``samples`` draws per sequence from the
@@ -340,8 +343,9 @@ class Filtering(StateSpace):
         return total
 
     def sequential_loss(self, x, generator=None):
+        x = x.to(next(self.parameters()).device)
         elbo = self.log_weights(x, 1, generator, kl_terms=True)[:, 0] / x.shape[1]
-        return -elbo.mean(), {"elbo": elbo.mean().item()}
+        return -elbo.mean(), {"elbo": elbo.detach().mean()}
 
 
 class MeanField(StateSpace):
@@ -361,8 +365,9 @@ class MeanField(StateSpace):
         return log_p - log_q.sum(-1)
 
     def sequential_loss(self, x, generator=None):
+        x = x.to(next(self.parameters()).device)
         elbo = self.log_weights(x, 1, generator)[:, 0] / x.shape[1]
-        return -elbo.mean(), {"elbo": elbo.mean().item()}
+        return -elbo.mean(), {"elbo": elbo.detach().mean()}
 
 
 def importance_nll(model, x, samples: int, generator=None, chunk: int = 64):
@@ -389,10 +394,11 @@ class NextStep(nn.Module):
         self.obs_std = obs_std
 
     def loss(self, x, *_, **__):
+        x = x.to(next(self.parameters()).device)
         b = self.belief(x)[:, 1:-1]  # b_1..b_{T-1} predict x_2..x_T
         mu = self.head(b)
         logp = gaussian_log_prob(x[:, 1:], mu, torch.full_like(mu, math.log(self.obs_std)))
-        return -logp.mean(), {"log_p_next": logp.mean().item()}
+        return -logp.mean(), {"log_p_next": logp.detach().mean()}
 
 
 def probe_accuracy(train_x, train_y, test_x, test_y, weight_decay: float = 1e-3, iters: int = 200) -> float:

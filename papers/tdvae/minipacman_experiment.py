@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 
 import gin
 import torch
 
+from common.device import WallTimer
 from common.runs import RunContext
 from common.train import count_parameters
 from papers.tdvae import figures
@@ -97,7 +97,7 @@ def run_minipacman(ctx: RunContext) -> dict:
     sizes = {"d_belief": cfg["d_belief"], "z_dims": (cfg["z_dim"],), "d_hidden": cfg["d_hidden"],
              "d_pre": cfg["d_hidden"], "decoder": "bernoulli"}
     per_seed, history, metrics, saved = {}, {}, {}, {}
-    t_start = time.time()
+    timer = WallTimer(ctx.device).start()  # synchronised wall-clock of training and evaluation
     for seed in cfg["seeds"]:
         x_train = P.sequences(cfg["train_sequences"], T, ctx.generator(f"s{seed}/train data"),
                               **sim).to(ctx.device)
@@ -105,7 +105,7 @@ def run_minipacman(ctx: RunContext) -> dict:
             metrics["baseline/marginal_nll"] = marginal_nll(x_train, x_test)
 
         def batch_fn(gen, x_train=x_train):
-            return x_train[torch.randint(0, len(x_train), (cfg["batch"],), generator=gen)]
+            return x_train[torch.randint(0, len(x_train), (cfg["batch"],), generator=gen).to(x_train.device)]
 
         def loss_fn(model, x, gen, step):
             return model.sequential_loss(x, gen)
@@ -130,7 +130,7 @@ def run_minipacman(ctx: RunContext) -> dict:
                 pred, _ = model.rollout(x_test[:k], cfg["rollout_from"], [1] * (T - cfg["rollout_from"]),
                                         ctx.generator("rollouts"), samples=3)
                 saved["rollout"] = pred.view(*pred.shape[:3], 3, P.VIEW, P.VIEW).cpu()
-    metrics["train_eval_minutes"] = (time.time() - t_start) / 60
+    metrics["train_eval_minutes"] = timer.stop() / 60
 
     for name, _ in MODELS:
         for score in SCORES:

@@ -12,15 +12,17 @@ sample, on a subset.
 
 from __future__ import annotations
 
+import functools
+
 import gin
 import torch
 
 from common import attacks as A
 from common import decision_attacks as D
 from common import robustness as R
-from common.adversarial import MadryCNN, mnist_arrays, multi_perturbation_loss
+from common.adversarial import MadryCNN, adversarial_train, mnist_arrays, multi_perturbation_loss
 from common.runs import RunContext
-from common.train import accuracy, batches, count_parameters, cross_entropy_loss, train_epoch
+from common.train import accuracy, count_parameters, cross_entropy_loss, to_device
 from papers.tramer_boneh import figures
 from papers.tramer_boneh import method as M
 from registry import Paper, register
@@ -65,43 +67,33 @@ def evaluate(eval_steps=100, eval_restarts=40, eval_l1_step=0.5, curve_steps=20,
 
 
 def train_model(ctx: RunContext, name: str, data: dict, cfg: dict, width: float, monitor) -> tuple:
-    """Train one network; resumable per epoch."""
+    """Train one network with ``common.adversarial.adversarial_train``; resumable per epoch."""
     norms, strategy = M.MODELS[name]
     model = MadryCNN(width=width).to(ctx.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg["lr_drop_epoch"]], gamma=0.1)
-    order, attack_gen = ctx.generator(f"{name}/order"), ctx.generator(f"{name}/attack")
-    state = {"history": []}
-    loop = ctx.resumable(name, {"model": model, "opt": opt, "sched": sched, "order": order,
-                                "attack": attack_gen}, state)
-    x_mon, y_mon = (t.to(ctx.device) for t in monitor)
+    gens = {"order": ctx.generator(f"{name}/order"), "attack": ctx.generator(f"{name}/attack")}
+    x_mon, y_mon = to_device(*monitor, device=ctx.device)
     mon_attacks = M.training_attacks(M.NORMS, cfg, 1.0, ctx.generator(f"{name}/monitor"))
-    bar = ctx.progress(total=cfg["epochs"], desc=name)
-    for epoch in loop.epochs(cfg["epochs"]):
+
+    def epoch_loss(epoch):
         scale = 1 / 3 if cfg["start_small"] and epoch == 0 else 1.0
         if not norms:
-            loss_fn = cross_entropy_loss
-        else:
-            attacks = M.training_attacks(norms, cfg, scale, attack_gen)
+            return cross_entropy_loss, {"eps_scale": scale}
+        attacks = M.training_attacks(norms, cfg, scale, gens["attack"])
+        return (functools.partial(multi_perturbation_loss, attacks=attacks, strategy=strategy or "max"),
+                {"eps_scale": scale})
 
-            def loss_fn(model, x, y):
-                return multi_perturbation_loss(model, x, y, attacks=attacks, strategy=strategy or "max")
-
-        stats = train_epoch(model, batches(data["x_train"], data["y_train"], batch_size=cfg["batch_size"],
-                                           shuffle=True, generator=order, device=ctx.device), opt, loss_fn)
-        sched.step()
-        model.eval()
-        row = {"epoch": epoch + 1, "eps_scale": scale, **stats, "clean": accuracy(model, x_mon, y_mon)}
+    def watch(model):
+        row = {"clean": accuracy(model, x_mon, y_mon)}
         for norm, atk in zip(M.NORMS, mon_attacks):
             ok = R.correct_under(model, x_mon, y_mon, lambda m, a, b, e: atk(m, a, b), None)
             row[norm] = 100.0 * ok.float().mean().item()
-        state["history"].append(row)
-        ctx.log(f"[{name}] epoch {epoch + 1}/{cfg['epochs']}: loss {stats['train_loss']:.3f}, clean "
-                f"{row['clean']:.1f}%, training attacks: " + ", ".join(f"{n} {row[n]:.1f}%" for n in M.NORMS))
-        bar.update(1)
-    bar.close()
-    model.eval()
-    return model, state["history"]
+        return row
+
+    return adversarial_train(
+        ctx, name, model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+        epoch_loss=epoch_loss, monitor=watch, generators=gens, lr_milestones=[cfg["lr_drop_epoch"]],
+        describe=lambda r: f"clean {r['clean']:.1f}%, training attacks: "
+                           + ", ".join(f"{n} {r[n]:.1f}%" for n in M.NORMS))
 
 
 def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, tcfg: dict, ecfg: dict) -> dict:
