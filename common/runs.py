@@ -17,10 +17,7 @@ from common.records import (RunRecord, Section, archived_runs, find_run, fmt_sec
                             latest_run, list_runs, profile_doc, reports_root, runs_root,
                             sections)
 
-load_checkpoint, atomic_torch_save = torch_load, torch_save  # names the plugins use
-
 __all__ = ["atomic_path", "torch_load", "torch_save", "write_json", "write_text", "Resumable",
            "RunContext", "derived_seed", "RunInterrupted", "execute", "parse_config",
            "run_lock", "RunRecord", "Section", "archived_runs", "find_run", "fmt_seconds",
-           "latest_run", "list_runs", "profile_doc", "reports_root", "runs_root", "sections",
-           "load_checkpoint", "atomic_torch_save"]
+           "latest_run", "list_runs", "profile_doc", "reports_root", "runs_root", "sections"]

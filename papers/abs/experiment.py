@@ -32,7 +32,7 @@ from common import attacks as A
 from common import decision_attacks as D
 from common import robustness as R
 from common.adversarial import madry_train, mnist_arrays
-from common.runs import RunContext
+from common.context import RunContext
 from common.device import WallTimer
 from common.train import batches, count_parameters, cross_entropy_loss, to_device, train_epoch
 from papers.abs import figures

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import gin
 import torch
 
-from common.runs import RunContext
+from common.context import RunContext
 from common.device import WallTimer
 from common.train import batches, count_parameters, to_device, train_epoch
 from papers.coordconv import figures

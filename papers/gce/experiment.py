@@ -16,7 +16,7 @@ import gin
 import torch
 import torch.nn.functional as F
 
-from common.runs import RunContext
+from common.context import RunContext
 from common.train import accuracy, batches, count_parameters, outputs, predict, to_device, train_epoch
 from papers.gce import figures
 from papers.gce import method as M

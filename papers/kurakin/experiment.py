@@ -18,7 +18,7 @@ import torch
 
 from common import robustness as R
 from common.adversarial import MadryCNN, adversarial_train, mixed_batch_loss, mnist_arrays
-from common.runs import RunContext
+from common.context import RunContext
 from common.train import accuracy, count_parameters, cross_entropy_loss, to_device
 from papers.kurakin import figures
 from papers.kurakin import method as M

@@ -17,7 +17,7 @@ import torch
 
 from common import robustness as R
 from common.adversarial import madry_train, mnist_arrays
-from common.runs import RunContext
+from common.context import RunContext
 from common.train import count_parameters
 from papers.madry import figures
 from papers.madry import method as M

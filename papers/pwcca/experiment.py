@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.runs import RunContext
+from common import atomic
+from common.context import RunContext
 from common.train import accuracy, batches, to_device, train_step, train_until_memorised
 from papers.pwcca import figures
 from papers.pwcca import method as M
@@ -354,16 +355,12 @@ def run_lstm(ctx: RunContext) -> dict:
     snaps: dict[int, dict] = {}
     path = ctx.run_dir / "checkpoints" / "lstm_states.pt"
     if path.exists():
-        from common.runs import load_checkpoint
-
-        snaps = {int(k): v for k, v in load_checkpoint(path).items()}
+        snaps = {int(k): v for k, v in atomic.torch_load(path).items()}
 
     def snapshot():
         snaps[state["step"]] = {k: v.flatten(0, 1).T.contiguous()
                                 for k, v in lstm_states(model, x_dyn).items()}
-        from common.runs import atomic_torch_save
-
-        atomic_torch_save({str(k): v for k, v in snaps.items()}, path)
+        atomic.torch_save({str(k): v for k, v in snaps.items()}, path)
 
     if 0 in marks and 0 not in snaps:
         snapshot()

@@ -20,7 +20,8 @@ import gin
 import torch
 import torch.nn.functional as F
 
-from common.runs import RunContext
+from common import atomic
+from common.context import RunContext
 from common.train import accuracy, train_until_memorised
 from papers.sanity_checks import figures
 from papers.sanity_checks import method as M
@@ -101,16 +102,12 @@ def trained(ctx, key, data, labels, epochs, cfg, arch, stop_at=None):
     """Train once per run; a resumed run reloads the saved weights."""
     path = ctx.run_dir / "checkpoints" / f"{key}-final.pt"
     if path.exists():
-        from common.runs import load_checkpoint
-
-        ckpt = load_checkpoint(path)
+        ckpt = atomic.torch_load(path)
         model = M.CNN(**arch).to(ctx.device)
         model.load_state_dict(ckpt["model"])
         return model.eval(), ckpt["info"]
     model, info = train_model(ctx, key, data, labels, epochs, cfg, arch, stop_at)
-    from common.runs import atomic_torch_save
-
-    atomic_torch_save({"model": model.state_dict(), "info": info, "config": ctx.config_text}, path)
+    atomic.torch_save({"model": model.state_dict(), "info": info, "config": ctx.config_text}, path)
     return model, info
 
 

@@ -21,7 +21,7 @@ import time
 import gin
 import numpy as np
 
-from common.runs import RunContext
+from common.context import RunContext
 from papers.sbn import data as D
 from papers.sbn import figures
 from papers.sbn import method as M

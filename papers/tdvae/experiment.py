@@ -9,7 +9,7 @@ import math
 import gin
 import torch
 
-from common.runs import RunContext
+from common.context import RunContext
 from common.device import WallTimer
 from common.train import batches, count_parameters, train_epoch, train_steps
 from papers.tdvae import data as D

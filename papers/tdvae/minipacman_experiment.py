@@ -36,7 +36,7 @@ import gin
 import torch
 
 from common.device import WallTimer
-from common.runs import RunContext
+from common.context import RunContext
 from common.train import count_parameters
 from papers.tdvae import figures
 from papers.tdvae import method as M

@@ -21,7 +21,7 @@ from common import attacks as A
 from common import decision_attacks as D
 from common import robustness as R
 from common.adversarial import MadryCNN, adversarial_train, mnist_arrays, multi_perturbation_loss
-from common.runs import RunContext
+from common.context import RunContext
 from common.train import accuracy, count_parameters, cross_entropy_loss, to_device
 from papers.tramer_boneh import figures
 from papers.tramer_boneh import method as M
