@@ -84,14 +84,16 @@ def test_smoke_metrics_cover_cpu_claims(name, smoke_runs):
 def test_compare_figures_report_on_smoke(name, smoke_runs, tmp_path):
     root, records = smoke_runs
     exp = registry.get(name)
-    recs = report.plan(exp, runs_dir=root / "runs", reports_dir=tmp_path).records
+    # allow_dirty: the suite may run on a working tree with uncommitted changes
+    recs = report.plan(exp, runs_dir=root / "runs", reports_dir=tmp_path, allow_dirty=True).records
     assert [r.profile for r in recs] == ["smoke"]
     rows = claims.compare(exp, recs)
     assert rows and all(r.verdict == claims.NOT_COMPARABLE for r in rows), \
         "smoke numbers must never be compared with the paper"
     figs = report.make_figures(exp, records[name], out_dir=tmp_path / "figs")
     assert figs and all(f.exists() and f.stat().st_size > 1000 for f in figs)
-    report.build_experiment(exp, runs_dir=root / "runs", reports_dir=tmp_path)
+    report.build_experiment(exp, runs_dir=root / "runs", reports_dir=tmp_path, allow_dirty=True,
+                            log=lambda m: None)
     text = (tmp_path / name / "results.md").read_text()
     assert "not comparable at this profile" in text
     assert (tmp_path / name / "runs" / records[name].id / "run.json").exists()
@@ -104,7 +106,8 @@ def test_report_never_destroys_the_archive(smoke_runs, tmp_path):
     root, records = smoke_runs
     name = NAMES[0]
     exp = registry.get(name)
-    report.build_experiment(exp, runs_dir=root / "runs", reports_dir=tmp_path, log=lambda m: None)
+    report.build_experiment(exp, runs_dir=root / "runs", reports_dir=tmp_path, allow_dirty=True,
+                            log=lambda m: None)
     report.write_scoreboard(reports_dir=tmp_path)
     before = (tmp_path / name / "results.md").read_text()
     board = (tmp_path / "README.md").read_text()

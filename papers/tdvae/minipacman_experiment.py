@@ -9,7 +9,8 @@ says TD-VAE does best and the mean-field model worst.  Our data are our own mini
 / ghost channels, a persistent random walk collecting the data), so only the ordering is
 comparable, not the numbers.
 
-Protocol.  For every seed in ``seeds``: simulate that seed's training sequences, then train
+Protocol.  One run per seed (``registry sweep tdvae_minipacman --seeds 0-2`` for the cpu
+profile's three): simulate that seed's training and test sequences, then train
 the three models -- the same sizes, one latent layer, Bernoulli decoder, and the same
 initial weights for the modules they share (belief LSTM, p_B, p_T, decoder) -- with Adam on
 their own per-step losses (TD-VAE: the sequential bound, eq. 6 with t2 = t1 + 1; the others:
@@ -20,9 +21,10 @@ log weight, the log-likelihood the log mean exp of ``samples`` weights.
 
 Metrics, all in nats per time step (per observed 75-bit window; times ``length`` for per
 sequence) and "lower is better": ``<model>/nll`` (importance-sampled -log p(x)) and
-``<model>/neg_elbo`` (-ELBO >= nll) as means over seeds, with ``_std`` across seeds;
-``seed<k>/<model>/...`` per seed; ``frac_seeds/<a>_beats_<b>/<score>``, the fraction of
-seeds in which model a scores below model b; ``baseline/marginal_nll``, independent
+``<model>/neg_elbo`` (-ELBO >= nll); ``seed<k>/<model>/...`` the same, named by the run's
+seed; ``frac_seeds/<a>_beats_<b>/<score>``, 1 if model a scores below model b, else 0 (the
+report counts the seeds); ``seed<k>/gap/<b>_minus_<a>/nll`` and ``_se``, the NLL gap paired
+over test sequences and its standard error; ``baseline/marginal_nll``, independent
 per-bit Bernoulli frequencies of the training windows, as a floor of what "learned
 nothing" costs.
 """
@@ -51,17 +53,17 @@ SCORES = ("nll", "neg_elbo")
 
 
 @gin.configurable(module="tdvae")
-def minipacman_setup(seeds=(0, 1, 2), train_sequences=10000, test_sequences=500, length=20,
+def minipacman_setup(train_sequences=10000, test_sequences=500, length=20,
                      keep=0.8, chase=0.5, burn_in=0, steps=6000, batch=64, lr=1e-3, d_belief=64,
                      z_dim=16, d_hidden=64, samples=100, examples=6, rollout_from=8):
-    """Defaults are the cpu profile.  ``seeds`` are sub-seeds, combined with the run's
-    --seed, each drawing its own training sequences and initial weights; ``keep`` and
+    """Defaults are the cpu profile.  Each run's --seed draws its own training and test
+    sequences and initial weights (a sweep runs several seeds); ``keep`` and
     ``chase`` are the simulator's policy and ghost parameters (see minipacman.py);
     ``samples`` importance samples per test sequence; ``examples`` test sequences saved for
     the figures, with TD-VAE rollouts from the belief after ``rollout_from`` observations."""
     if length <= rollout_from:
         raise ValueError(f"rollout_from ({rollout_from}) must be below the length ({length})")
-    return {"seeds": tuple(seeds), "train_sequences": train_sequences, "test_sequences": test_sequences,
+    return {"train_sequences": train_sequences, "test_sequences": test_sequences,
             "length": length, "keep": keep, "chase": chase, "burn_in": burn_in, "steps": steps,
             "batch": batch, "lr": lr, "d_belief": d_belief, "z_dim": z_dim, "d_hidden": d_hidden,
             "samples": samples, "examples": examples, "rollout_from": rollout_from}
@@ -75,15 +77,12 @@ def marginal_nll(x_train: torch.Tensor, x_test: torch.Tensor) -> float:
     return -logp.sum(-1).mean().item()
 
 
-def _mean_std(values):
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 @register("tdvae_minipacman", paper=PAPER, claims_file="claims_minipacman.toml",
           figures=[PF.scores, PF.observations, PF.rollouts, figures.training_loss])
 def run_minipacman(ctx: RunContext) -> dict:
     """Mini-Pacman (figure 2's table): test ELBO and NLL of TD-VAE vs filtering vs mean-field models."""
     cfg = minipacman_setup()
+    seeds = (ctx.seed,)  # one seed per run: a sweep gives each seed its own record
     T = cfg["length"]
     sim = {"keep": cfg["keep"], "chase": cfg["chase"], "burn_in": cfg["burn_in"]}
     test = P.simulate(cfg["test_sequences"], T, ctx.generator("test data"), states=True, **sim)
@@ -98,10 +97,10 @@ def run_minipacman(ctx: RunContext) -> dict:
              "d_pre": cfg["d_hidden"], "decoder": "bernoulli"}
     per_seed, history, metrics, saved = {}, {}, {}, {}
     timer = WallTimer(ctx.device).start()  # synchronised wall-clock of training and evaluation
-    for seed in cfg["seeds"]:
+    for seed in seeds:
         x_train = P.sequences(cfg["train_sequences"], T, ctx.generator(f"s{seed}/train data"),
                               **sim).to(ctx.device)
-        if seed == cfg["seeds"][0]:
+        if seed == seeds[0]:
             metrics["baseline/marginal_nll"] = marginal_nll(x_train, x_test)
 
         def batch_fn(gen, x_train=x_train):
@@ -125,7 +124,7 @@ def run_minipacman(ctx: RunContext) -> dict:
             per_seed[key] = ctx.once(f"{key}/eval", evaluate)
             ctx.log(f"[{key}] test nll {per_seed[key]['nll']:.3f}, -elbo {per_seed[key]['neg_elbo']:.3f} "
                     f"nats per step")
-            if name == "tdvae" and seed == cfg["seeds"][0]:
+            if name == "tdvae" and seed == seeds[0]:
                 k = cfg["examples"]
                 pred, _ = model.rollout(x_test[:k], cfg["rollout_from"], [1] * (T - cfg["rollout_from"]),
                                         ctx.generator("rollouts"), samples=3)
@@ -134,22 +133,22 @@ def run_minipacman(ctx: RunContext) -> dict:
 
     for name, _ in MODELS:
         for score in SCORES:
-            vals = [per_seed[f"s{s}/{name}"][score] for s in cfg["seeds"]]
-            for s, v in zip(cfg["seeds"], vals):
+            vals = [per_seed[f"s{s}/{name}"][score] for s in seeds]
+            for s, v in zip(seeds, vals):
                 metrics[f"seed{s}/{name}/{score}"] = v
-            metrics[f"{name}/{score}"], metrics[f"{name}/{score}_std"] = _mean_std(vals)
+            metrics[f"{name}/{score}"] = statistics.fmean(vals)
     for a, b in ORDER:
         for score in SCORES:
-            wins = [per_seed[f"s{s}/{a}"][score] < per_seed[f"s{s}/{b}"][score] for s in cfg["seeds"]]
+            wins = [per_seed[f"s{s}/{a}"][score] < per_seed[f"s{s}/{b}"][score] for s in seeds]
             metrics[f"frac_seeds/{a}_beats_{b}/{score}"] = sum(wins) / len(wins)
         # paired over test sequences, per seed: mean NLL gap and its standard error (nats per step)
-        for s in cfg["seeds"]:
+        for s in seeds:
             d = (torch.tensor(per_seed[f"s{s}/{b}"]["nll_per_sequence"])
                  - torch.tensor(per_seed[f"s{s}/{a}"]["nll_per_sequence"])) / T
             metrics[f"seed{s}/gap/{b}_minus_{a}/nll"] = d.mean().item()
             metrics[f"seed{s}/gap/{b}_minus_{a}/nll_se"] = d.std().item() / math.sqrt(len(d))
-    ctx.log("test nats per step (mean ± std over seeds): " + "; ".join(
-        f"{name} nll {metrics[f'{name}/nll']:.3f} ± {metrics[f'{name}/nll_std']:.3f}, -elbo "
+    ctx.log("test nats per step: " + "; ".join(
+        f"{name} nll {metrics[f'{name}/nll']:.3f}, -elbo "
         f"{metrics[f'{name}/neg_elbo']:.3f}" for name, _ in MODELS)
         + f"; marginal baseline {metrics['baseline/marginal_nll']:.3f}")
 
@@ -158,7 +157,7 @@ def run_minipacman(ctx: RunContext) -> dict:
                  food=test["food"][:k, 0], walls=P.walls())
     ctx.save_tensors("minipacman_examples", saved)
     ctx.save_json("minipacman_scores", {
-        "models": [n for n, _ in MODELS], "seeds": list(cfg["seeds"]), "length": T,
+        "models": [n for n, _ in MODELS], "seeds": list(seeds), "length": T,
         "scores": {key: {s: v[s] for s in SCORES} for key, v in per_seed.items()},
         "baseline_marginal_nll": metrics["baseline/marginal_nll"]})
     ctx.save_json("history", history)
