@@ -80,8 +80,12 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _describe(record: records.RunRecord) -> str:
-    where = "archived in reports/" if "reports" in record.path.parts[-4:-1] else "in runs/"
+def _archived(record: records.RunRecord, reports_dir) -> bool:
+    return record.path.resolve().is_relative_to(records.reports_root(reports_dir).resolve())
+
+
+def _describe(record: records.RunRecord, reports_dir) -> str:
+    where = "archived in reports/" if _archived(record, reports_dir) else "in runs/"
     return f"run {record.id} ({record.profile}, seed {record.seed}, {where})"
 
 
@@ -96,10 +100,9 @@ def _cmd_figures(args) -> int:
             raise ReproError(f"no complete run of {exp.name} yet: "
                              f"python -m registry run {exp.name} --profile smoke")
     out = args.out
-    archive = records.reports_root(args.reports_dir).resolve()
-    if out is None and record.path.resolve().is_relative_to(archive):
+    if out is None and _archived(record, args.reports_dir):
         out = records.runs_root(args.runs_dir) / exp.name / f"figures-{record.id}"  # never into reports/
-    print(f"figures from {_describe(record)} (the run `compare` and `report` use; "
+    print(f"figures from {_describe(record, args.reports_dir)} (the run `compare` and `report` use; "
           f"--run or --profile chooses another)")
     for path in report.make_figures(exp, record, out_dir=out):
         print(f"  {path}")
@@ -119,7 +122,7 @@ def _cmd_compare(args) -> int:
     if not judged:
         print(claims.format_table(claims.compare(exp, [])))
     if p.figure_record is not None:
-        print(f"\nfigures come from {_describe(p.figure_record)}")
+        print(f"\nfigures come from {_describe(p.figure_record, args.reports_dir)}")
     if args.write:
         report.build_experiment(exp, args.runs_dir, args.reports_dir, args.profile,
                                 args.allow_dirty, log=lambda m: None)
