@@ -5,7 +5,6 @@ without anyone writing them by hand."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
