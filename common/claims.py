@@ -511,6 +511,8 @@ def paper_number_counts(rows: list[Row], profile: str) -> tuple[int, int, int]:
 
 def paper_numbers_str(rows: list[Row], profile: str) -> str:
     nums, total, bounds = paper_number_counts(rows, profile)
+    if not total:
+        return "none (orderings only)"
     return f"{nums}/{total}" + (f" ({bounds} only as bounds)" if bounds else "")
 
 

@@ -161,8 +161,8 @@ def _runs_table(records: list[RunRecord], folder: Path) -> str:
 def _counts_line(rows, profile: str) -> str:
     held, total = claims_mod.counts(rows, profile)
     ok, pre = claims_mod.precondition_counts(rows, profile)
-    text = (f"{held}/{total} checkable claims reproduced; "
-            f"{claims_mod.paper_numbers_str(rows, profile)} of the paper's numbers")
+    text = (f"{held}/{total} checkable claims reproduced; the paper's own numbers: "
+            f"{claims_mod.paper_numbers_str(rows, profile)}")
     return text + (f"; preconditions {ok}/{pre} hold" if pre else "")
 
 
