@@ -434,7 +434,7 @@ def _verdict(c: Claim, profile: str, runs: list[tuple], pre: dict) -> Row:
         return row
     if not runs:
         return row
-    if c.expect is None and c.reported == "unknown" or not c.checkable:
+    if (c.expect is None and c.reported == "unknown") or not c.checkable:
         row.verdict = UNKNOWN
         row.detail = "the paper's value was not found"
         return row
@@ -459,7 +459,7 @@ def _verdict(c: Claim, profile: str, runs: list[tuple], pre: dict) -> Row:
                           f"≥ {MIN_SEEDS_WITHOUT_MARGIN} seeds")
             return row
         held = [bool(evaluate(c.expect, m, c.margin or 0.0)) for _, m in runs]
-        margin = f", margin {c.margin:g}" if c.margin else ""
+        suffix = f", margin {c.margin:g}" if c.margin else ""
     else:
         tol = c.tol()
         gaps = [v - c.reported for v in values]
@@ -471,7 +471,7 @@ def _verdict(c: Claim, profile: str, runs: list[tuple], pre: dict) -> Row:
             held = [abs(g) <= tol for g in gaps]
         mean_gap = statistics.fmean(gaps)
         side = {"upper": f"≥ −{tol:.3g}", "lower": f"≤ +{tol:.3g}"}.get(c.bound, f"±{tol:.3g}")
-        margin = f"; gap {mean_gap:+.4g}{c.unit}" + (" (mean)" if len(gaps) > 1 else "") + \
+        suffix = f"; gap {mean_gap:+.4g}{c.unit}" + (" (mean)" if len(gaps) > 1 else "") + \
             f", tolerance {side}" + (f" ({c.bound} bound: consistent with the paper, not a "
                                      f"confirmation of its value)" if c.bound else "")
     row.verdict = REPRODUCED if sum(held) >= need else DEVIATES
@@ -479,7 +479,7 @@ def _verdict(c: Claim, profile: str, runs: list[tuple], pre: dict) -> Row:
     row.detail = (f"held in {sum(held)}/{len(held)} seed(s)"
                   + (f", needs {need}" if need != len(held) else "")
                   + (f" (not in seed {_seed_list(fails)})" if fails and len(held) > 1 else "")
-                  + margin)
+                  + suffix)
     return row
 
 
