@@ -125,12 +125,6 @@ def archived_runs(experiment: str, reports_dir=None) -> list[RunRecord]:
     return _records_in(reports_root(reports_dir) / experiment / "runs")
 
 
-def latest_run(experiment: str, runs_dir=None, profile=None) -> RunRecord | None:
-    done = [r for r in list_runs(experiment, runs_dir)
-            if r.status == "complete" and (profile is None or r.profile == profile)]
-    return done[-1] if done else None
-
-
 def find_run(experiment: str, run: str, runs_dir=None, reports_dir=None,
              archived: bool = True) -> RunRecord:
     """A run by folder path or id: in runs/, then in the report archive unless

@@ -14,10 +14,10 @@ from common.atomic import atomic_path, torch_load, torch_save, write_json, write
 from common.context import Resumable, RunContext, derived_seed
 from common.execute import RunInterrupted, execute, parse_config, run_lock
 from common.records import (RunRecord, Section, archived_runs, find_run, fmt_seconds,
-                            latest_run, list_runs, profile_doc, reports_root, runs_root,
+                            list_runs, profile_doc, reports_root, runs_root,
                             sections)
 
 __all__ = ["atomic_path", "torch_load", "torch_save", "write_json", "write_text", "Resumable",
            "RunContext", "derived_seed", "RunInterrupted", "execute", "parse_config",
            "run_lock", "RunRecord", "Section", "archived_runs", "find_run", "fmt_seconds",
-           "latest_run", "list_runs", "profile_doc", "reports_root", "runs_root", "sections"]
+           "list_runs", "profile_doc", "reports_root", "runs_root", "sections"]

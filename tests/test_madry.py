@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.adversarial import MadryCNN
+from common.adversarial import MadryCNN, warmup_eps
 from papers.madry import method as M
 
 
@@ -17,8 +17,8 @@ def test_madry_cnn_has_the_released_models_parameter_count():
 
 
 def test_warmup_uses_a_third_of_eps_only_in_the_first_epochs():
-    assert [M.eps_at(e, 0.3, 1) for e in range(3)] == pytest.approx([0.1, 0.3, 0.3])
-    assert M.eps_at(0, 0.3, 0) == 0.3
+    assert [warmup_eps(e, 0.3, 1) for e in range(3)] == pytest.approx([0.1, 0.3, 0.3])
+    assert warmup_eps(0, 0.3, 0) == 0.3
 
 
 def test_leaderboard_attacks_weaken_in_the_expected_order():

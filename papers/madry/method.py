@@ -28,13 +28,10 @@ import functools
 import torch
 
 from common import attacks as A
-from common.adversarial import linf_pgd, warmup_eps
 
 
 # The training recipe (eq. 2.1 with L-inf PGD, the eps warm-up) is
 # ``common.adversarial.madry_train``, shared with abs_mnist's Madry baseline.
-eps_at = warmup_eps
-training_attack = linf_pgd
 
 
 def leaderboard_attacks(steps: int, step_size: float, extra_steps=(40,),
