@@ -246,6 +246,7 @@ def densities(record, out):
         row[2].set_title(f"flow (NLL {f['nll']:.3f}; Gaussian {f['gaussian_nll']:.3f})", fontsize=9)
         for ax in row:
             ax.set_xlim(-4, 4), ax.set_ylim(-4, 4), ax.set_aspect("equal")
+        row[1].grid(False), row[2].grid(False)
     axes[0, 0].set_title("training samples", fontsize=9)
     axes[0, 3].set_title("samples x = f(z), z ~ N(0, I)", fontsize=9)
     return plotting.save(fig, out / "densities")

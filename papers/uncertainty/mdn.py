@@ -183,6 +183,7 @@ def lecture_illustration(record, out):
     axes[2].imshow(np.sqrt(dens), origin="lower", aspect="auto", cmap="magma",
                    extent=[p["s_grid"][0], p["s_grid"][-1], p["x_grid"][0], p["x_grid"][-1]])
     axes[2].scatter(p["train_y"], p["train_x"], s=1, color="w", alpha=0.3)
+    axes[2].grid(False)
     axes[2].set(xlabel="y (input)", ylabel="x (target)",
                 title=f"MDN p(x|y) (sqrt scale)\nNLL {r['inverse/mdn_nll']:.2f} vs Gaussian "
                       f"{r['inverse/gauss_nll']:.2f} (oracle {r['oracle_nll']:.2f})")
