@@ -171,7 +171,7 @@ def gaussian_fit_nll(train: torch.Tensor, test: torch.Tensor) -> float:
 
 @gin.configurable(module="uncertainty")
 def flows_setup(targets=("moons", "eight_gaussians", "checkerboard"), n_train=20000, n_test=20000,
-                n_layers=8, hidden=64, steps=4000, batch_size=512, lr=1e-3, grid=200):
+                n_layers=8, hidden=64, steps=4000, batch_size=512, lr=1e-3, grid=120):
     return dict(targets=tuple(targets), n_train=n_train, n_test=n_test, n_layers=n_layers,
                 hidden=hidden, steps=steps, batch_size=batch_size, lr=lr, grid=grid)
 
@@ -221,9 +221,13 @@ def train_flow(ctx: RunContext, name: str, cfg: dict) -> dict:
             "gaussian_nll": gaussian_fit_nll(train, test), "gaussian_minus_flow_nll": gaussian_fit_nll(train, test) - nll,
             "grid_mass": (dens.sum() * cell).item(), "round_trip_err": round_trip,
             "curve": state["curve"], "axis": axis.tolist(),
-            "density": dens.reshape(cfg["grid"], cfg["grid"]).tolist(),
-            "true_density": target_log_prob(name, pts).exp().reshape(cfg["grid"], cfg["grid"]).tolist(),
-            "train_sample": train[:2000].tolist(), "path": [p[:1000].tolist() for p in path]}
+            # for the figures, at 4 significant digits (full precision would make the record 10x larger)
+            "density": _rounded(dens.reshape(cfg["grid"], cfg["grid"])),
+            "train_sample": _rounded(train[:2000]), "path": [_rounded(p[:500]) for p in path]}
+
+
+def _rounded(t: torch.Tensor) -> list:
+    return np.vectorize(lambda v: float(f"{v:.4g}"))(t.double().numpy()).tolist()
 
 
 # ------------------------------------------------------------------ figures
@@ -237,7 +241,10 @@ def densities(record, out):
         ext = [f["axis"][0], f["axis"][-1]] * 2
         tr = np.array(f["train_sample"])
         row[0].scatter(tr[:, 0], tr[:, 1], s=1, color="0.3")
-        row[1].imshow(np.array(f["true_density"]), origin="lower", extent=ext, cmap="viridis")
+        axis = torch.tensor(f["axis"])
+        xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+        true = target_log_prob(name, torch.stack([xx.flatten(), yy.flatten()], 1)).exp().reshape(len(axis), -1)
+        row[1].imshow(true.numpy(), origin="lower", extent=ext, cmap="viridis")
         row[2].imshow(np.array(f["density"]), origin="lower", extent=ext, cmap="viridis")
         smp = np.array(f["path"][-1])
         row[3].scatter(smp[:, 0], smp[:, 1], s=1, color="C1")
