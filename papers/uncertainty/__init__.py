@@ -5,3 +5,4 @@ aleatoric (homo/heteroscedastic regression), mdn (mixture density networks),
 flows (affine-coupling normalizing flows), infinite (wide random networks as
 Gaussian processes), epistemic (Bayes by backprop, MC dropout, deep ensembles).
 """
+from papers.uncertainty import epistemic  # noqa: F401
