@@ -6,4 +6,4 @@ flows (affine-coupling normalizing flows), infinite (wide random networks as
 Gaussian processes), epistemic (Bayes by backprop, MC dropout, deep ensembles).
 """
 
-from papers.uncertainty import aleatoric, flows, infinite, mdn  # noqa: F401  (register on import)
+from papers.uncertainty import aleatoric, epistemic, flows, infinite, mdn  # noqa: F401  (register on import)
