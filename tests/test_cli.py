@@ -13,7 +13,7 @@ import pytest
 import registry
 from common import runs
 
-ROOT = Path(registry.__file__).resolve().parent
+ROOT = Path(registry.__file__).resolve().parents[1]  # the repository root (registry is a package)
 
 
 def cli(*args, env=None, check=False):
