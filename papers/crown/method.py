@@ -127,21 +127,16 @@ def tangent_point(name: str, l, u, upper: bool, iters: int = 40):
     def gap(d):  # > 0 on the sound side of the root (towards the far end of the interval)
         return (s(d) - s_end) / (d - end) - act_grad(name, d)
 
-    if upper:  # gap(0) <= 0 <= gap(d*) ... : root in [0, u]
-        lo, hi = torch.zeros_like(l), u.clone()
-        found = gap(u) > 0
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            pos = gap(mid) > 0
-            hi, lo = torch.where(pos, mid, hi), torch.where(pos, lo, mid)
-        return hi, found
-    lo, hi = l.clone(), torch.zeros_like(u)  # lower line: root in [l, 0], sound side towards l
-    found = gap(l) > 0
+    # The root lies between 0 (gap <= 0) and the far end (u for the upper line, l for
+    # the lower one; gap > 0 there when a root exists); keep the bracket end on the sound side.
+    sound = (u if upper else l).clone()
+    other = torch.zeros_like(sound)
+    found = gap(sound) > 0
     for _ in range(iters):
-        mid = (lo + hi) / 2
+        mid = (sound + other) / 2
         pos = gap(mid) > 0
-        lo, hi = torch.where(pos, mid, lo), torch.where(pos, hi, mid)
-    return lo, found
+        sound, other = torch.where(pos, mid, sound), torch.where(pos, other, mid)
+    return sound, found
 
 
 def s_shaped(name: str, l, u):

@@ -32,7 +32,7 @@ from torch import nn
 
 from common import plotting
 from common.context import RunContext
-from papers.uncertainty.nets import fit, mlp
+from papers.uncertainty.nets import fit, mlp, scalar_metrics
 from papers.uncertainty.paper import PAPER
 from registry import register
 
@@ -170,16 +170,14 @@ def sigma_recovery(record, out):
 def run(ctx: RunContext) -> dict:
     """Homoscedastic vs heteroscedastic Gaussian NLL regression on 1-D data with known noise."""
     cfg = aleatoric_setup()
-    fits, metrics = {}, {}
+    fits = {}
     bar = ctx.progress(total=len(ARMS), desc="fits")
     for noise, hetero in ARMS:
         key = label(noise, hetero)
         fits[key] = ctx.once(key, lambda noise=noise, hetero=hetero: train_model(ctx, noise, hetero, cfg))
-        for name, value in fits[key].items():
-            if isinstance(value, float):
-                metrics[f"{key}/{name}"] = value
         bar.update(1)
     bar.close()
+    metrics = scalar_metrics(fits)
     metrics["varying/hetero_minus_homo_nll"] = fits["varying/hetero"]["test_nll"] - fits["varying/homo"]["test_nll"]
     metrics["small/hetero_minus_homo_nll"] = fits["small/hetero"]["test_nll"] - fits["small/homo"]["test_nll"]
     ctx.log("  ".join(f"{k} NLL {v['test_nll']:.3f}" for k, v in fits.items()))

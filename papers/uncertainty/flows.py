@@ -35,7 +35,7 @@ from torch import nn
 from common import plotting
 from common.context import RunContext
 from common.train import batches
-from papers.uncertainty.nets import mlp
+from papers.uncertainty.nets import mlp, scalar_metrics
 from papers.uncertainty.paper import PAPER
 from registry import register
 
@@ -279,13 +279,10 @@ def layer_by_layer(record, out):
 def run(ctx: RunContext) -> dict:
     """A Real NVP flow on two moons, eight Gaussians and a checkerboard: exact NLLs compared."""
     cfg = flows_setup()
-    fits, metrics = {}, {}
+    fits = {}
     for name in cfg["targets"]:
         fits[name] = ctx.once(name, lambda name=name: train_flow(ctx, name, cfg))
-        for k, v in fits[name].items():
-            if isinstance(v, float):
-                metrics[f"{name}/{k}"] = v
         ctx.log(f"{name}: flow NLL {fits[name]['nll']:.3f}, true {fits[name]['true_nll']:.3f}, "
                 f"Gaussian {fits[name]['gaussian_nll']:.3f}")
     ctx.save_json("flows", fits)
-    return metrics
+    return scalar_metrics(fits)

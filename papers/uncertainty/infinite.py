@@ -36,6 +36,7 @@ import torch
 
 from common import plotting
 from common.context import RunContext
+from papers.uncertainty.nets import scalar_metrics
 from papers.uncertainty.paper import PAPER
 from registry import register
 
@@ -219,12 +220,9 @@ def run(ctx: RunContext) -> dict:
     """Wide random one-hidden-layer networks against their GP limit (erf, ReLU, tanh)."""
     cfg = infinite_setup()
     ctx.save_json("setup", cfg)
-    studies, metrics = {}, {}
+    studies = {}
     for act in cfg["acts"]:
         studies[act] = ctx.once(act, lambda act=act: study(ctx, act, cfg))
-        for k, v in studies[act].items():
-            if isinstance(v, float):
-                metrics[f"{act}/{k}"] = v
         ctx.log(f"{act}: kernel error slope {studies[act]['kernel_err_slope']:.3f}, "
                 f"kurtosis slope {studies[act]['kurtosis_slope']:.3f}")
     ctx.save_json("studies", studies)
@@ -235,4 +233,4 @@ def run(ctx: RunContext) -> dict:
         g = torch.Generator().manual_seed(ctx.seed_for("neal"))
         fns[su] = prior_functions("tanh", xs, 2, 10000, dict(cfg, sigma_u=su, sigma_a=su), g).tolist()
     ctx.save_json("neal_functions", {"x": xs.tolist(), "functions": fns})
-    return metrics
+    return scalar_metrics(studies)

@@ -39,3 +39,9 @@ def fit(params, loss_fn: Callable[[], torch.Tensor], steps: int, lr: float,
         if progress is not None:
             progress.update(1)
     return curve
+
+
+def scalar_metrics(results: dict[str, dict]) -> dict[str, float]:
+    """``{"<key>/<name>": value}`` for every float of every sub-result (what
+    metrics.json holds; lists and curves stay in the saved results)."""
+    return {f"{key}/{name}": v for key, r in results.items() for name, v in r.items() if isinstance(v, float)}
