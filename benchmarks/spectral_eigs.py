@@ -14,10 +14,14 @@ $REPRO_DATA.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one BLAS thread, set
+    os.environ[_var] = "1"  # before numpy loads its BLAS (torch.set_num_threads does not reach it)
 
 import numpy as np
 import torch
