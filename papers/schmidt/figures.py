@@ -122,6 +122,6 @@ def mnist_binarisation(record, out):
     ax.set_xscale("log")
     ax.set_xlabel("training images n")
     ax.set_ylabel("robust test accuracy (%) (binarised: BPDA attack)")
-    ax.set_title("Thresholding the input helps most at small n", fontsize=10)
+    ax.set_title("Robust accuracy with and without thresholding the input", fontsize=10)
     ax.legend(fontsize=7)
     return plotting.save(fig, out / "mnist_binarisation")
