@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import data, l0_attacks  # noqa: E402
-from papers.sparse_fourier import method as M  # noqa: E402
+from common import data, l0_attacks
+from papers.sparse_fourier import method as M
 
 
 def main() -> None:

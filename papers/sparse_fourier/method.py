@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 # ------------------------------------------------------------------ the orthonormal 2-D DCT
@@ -108,7 +108,7 @@ def iht_image(y: torch.Tensor, k: int, t: int, iters: int = 20) -> torch.Tensor:
 def patch_threshold(r: torch.Tensor, p: int) -> torch.Tensor:
     """Keep, per sample (and channel), the p x p window of r with the largest energy
     sum r^2 (the first such window in row-major order on ties); zero the rest."""
-    n, c, h, w = r.shape
+    _, _, h, w = r.shape
     energy = torch.nn.functional.avg_pool2d(r.pow(2), p, stride=1)  # (n, c, h-p+1, w-p+1)
     best = energy.flatten(2).argmax(-1)  # (n, c)
     top, left = best // (w - p + 1), best % (w - p + 1)
