@@ -453,3 +453,302 @@ def _cw_chunk(model, x, y, targeted, kappa, c0, search_steps, steps, lr, abort_e
         lower = torch.where(found, lower, torch.maximum(lower, const))
         const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
     return best
+
+
+# ------------------------------------------------------------- spatial (stAdv)
+#
+# Xiao, Zhu, Li, He, Liu & Song, "Spatially transformed adversarial examples"
+# (ICLR 2018, arXiv 1801.02612), §3: a per-pixel flow field f = (du, dv) moves each
+# output pixel's sampling point; the adversarial image is the bilinear interpolation
+# of x at the displaced points (backward warping, their Eq. 1), and
+#     f* = argmin_f  L_adv(x_f) + tau * L_flow(f)
+# with the C&W-style margin loss L_adv (kappa) and the total-variation-like flow loss
+#     L_flow(f) = sum_p sum_{q in N(p)} sqrt(||du_p - du_q||^2 + ||dv_p - dv_q||^2 + eps).
+# Choices the paper leaves open, made here (ablated in papers/stadv):
+# - N(p): the 4-connected neighbours inside the image (right, left, down, up), every
+#   ordered pair (p, q) counted, as the double sum reads -- so each unordered pair
+#   twice; no padding (a pixel at the border has fewer neighbours).  ``neighbourhood=
+#   "diagonal"`` takes the four (+-1, +-1) neighbours instead (the choice of
+#   rakutentech/stAdv's flow_loss, which also pads the field with zeros; we do not pad).
+# - eps = 1e-8 inside the square root (rakutentech v0.2's value): without it the
+#   gradient at zero flow is 0/0.
+# - initialisation: zero flow (``init="zero"``); ``"uniform"`` draws each component in
+#   U[0, 1) (rakutentech's demo), ``"normal"`` N(0, 1) (DL_Group35's variant).
+# - optimiser: L-BFGS run *per sample* (``lbfgs_batched``): every image has its own
+#   history, step size, line search and stopping rule, only the forward/backward pass
+#   is batched (one SciPy L-BFGS over a concatenated batch, as advertorch's
+#   SpatialTransformAttack does, couples the step sizes and stops all images together).
+# - the result per sample is, among the iterates that reached the goal (target class,
+#   or any wrong class), the one of smallest flow loss; the last iterate where none did.
+#   With kappa = 0 the optimum sits on the decision boundary, so the last iterate can
+#   fall on either side of it; C&W keep the best adversarial the same way.
+# Warping: ``grid_sample`` with align_corners=True, so flow is in pixels and pixel
+# centres sit on the grid; sampling points outside the image are clamped to its border
+# (padding_mode="border", as rakutentech clamps its coordinates).  A clamped point has
+# zero gradient in the clamped direction.  Bilinear interpolation is a convex
+# combination of pixels, so the warped image stays in the box without clipping.
+
+NEIGHBOURHOODS = ("4", "diagonal")
+FLOW_INITS = ("zero", "uniform", "normal")
+
+
+def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding: str = "border") -> torch.Tensor:
+    """Backward-warp ``x`` (N, C, H, W) by ``flow`` (N, 2, H, W), in pixels: output pixel
+    (i, j) is the bilinear interpolation of x at row i + flow[:, 1, i, j] and column
+    j + flow[:, 0, i, j] (flow[:, 0] = du horizontal, flow[:, 1] = dv vertical).  Points
+    outside the image take the border's value (``padding="border"``) or 0 ("zeros")."""
+    n, _, h, w = x.shape
+    if flow.shape != (n, 2, h, w):
+        raise AttackInputError(f"flow_warp: flow must have shape {(n, 2, h, w)}, got {tuple(flow.shape)}")
+    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
+    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
+    gx = (cols + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (rows + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)  # grid_sample wants (x, y) = (column, row)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=True)
+
+
+def flow_loss(flow: torch.Tensor, neighbourhood: str = "4", eps: float = 1e-8) -> torch.Tensor:
+    """Per-sample L_flow (N,) of ``flow`` (N, 2, H, W): the sum over pixels p and their
+    neighbours q inside the image of sqrt(||f_p - f_q||^2 + eps) (module notes)."""
+    if neighbourhood == "4":
+        offsets = ((0, 1), (1, 0))  # (d_row, d_col); the opposite offsets give the same terms
+    elif neighbourhood == "diagonal":
+        offsets = ((1, 1), (1, -1))
+    else:
+        raise AttackInputError(f"flow_loss: neighbourhood must be one of {NEIGHBOURHOODS}, "
+                               f"not {neighbourhood!r}")
+    h, w = flow.shape[-2:]
+    total = flow.new_zeros(len(flow))
+    for dr, dc in offsets:
+        a = flow[:, :, dr:, max(dc, 0):w + min(dc, 0)]
+        b = flow[:, :, :h - dr, max(-dc, 0):w + min(-dc, 0)]
+        # each unordered pair {p, q} appears as (p, q) and (q, p) in the double sum
+        total = total + 2 * ((a - b).pow(2).sum(1) + eps).sqrt().flatten(1).sum(1)
+    return total
+
+
+def cw_margin_loss(logits: torch.Tensor, label: torch.Tensor, targeted: bool,
+                   kappa: float = 0.0) -> torch.Tensor:
+    """C&W's f_6 (S&P 2017) as stAdv's L_adv, per sample: targeted at ``label`` = t,
+    max(max_{i != t} Z_i - Z_t, -kappa); untargeted (``label`` = true class y),
+    max(Z_y - max_{i != y} Z_i, -kappa).  Zero (at kappa = 0) once the goal is met.
+    (The paper writes the clamp as max(., kappa); both coincide at its kappa = 0.)"""
+    m = margin(logits, label)  # Z_label - max_{other}
+    return (-m if targeted else m).clamp_min(-kappa)
+
+
+def _two_loop(g, S, Y, rho, valid):
+    """The L-BFGS two-loop recursion, batched: H_k g per row with each row's own
+    history (newest pair last; ``valid`` marks the pairs a row has)."""
+    q = g.clone()
+    m = S.shape[1]
+    alpha = torch.zeros(len(g), m, dtype=g.dtype, device=g.device)
+    for i in reversed(range(m)):
+        a = rho[:, i] * (S[:, i] * q).sum(1) * valid[:, i]
+        alpha[:, i] = a
+        q -= a[:, None] * Y[:, i]
+    sy, yy = (S[:, -1] * Y[:, -1]).sum(1), (Y[:, -1] * Y[:, -1]).sum(1)
+    gamma = torch.where(valid[:, -1] > 0, sy / yy.clamp_min(1e-30), torch.ones_like(sy))
+    r = gamma[:, None] * q
+    for i in range(m):
+        b = rho[:, i] * (Y[:, i] * r).sum(1) * valid[:, i]
+        r += S[:, i] * (alpha[:, i] - b)[:, None]
+    return r
+
+
+LBFGS_STATUS = ("running", "gradient", "ftol", "line_search", "max_iter")
+
+
+def lbfgs_batched(fun, z0: torch.Tensor, *, max_iter: int = 200, history: int = 10,
+                  gtol: float = 1e-5, ftol: float = 1e-9, max_ls: int = 20, c1: float = 1e-4,
+                  on_accept=None) -> tuple[torch.Tensor, dict]:
+    """Minimise N independent objectives at once, one L-BFGS per row of ``z0`` (N, D).
+
+    ``fun(z, idx) -> (f (k,), g (k, D), aux)`` evaluates the rows ``idx`` (k,) of the
+    batch at ``z`` (k, D); only rows still running are evaluated.  Per row: the
+    two-loop direction from its own last ``history`` pairs (a pair is kept only when
+    s.y > 1e-10; a non-descent direction resets the history to steepest descent),
+    a backtracking Armijo line search (first step 1, or min(1, 1/||g||_1) without
+    history; halved up to ``max_ls`` times), and its own stop: max|g| <= ``gtol``
+    ("gradient"), a relative decrease (f_old - f) / max(|f_old|, |f|, 1) <= ``ftol``
+    ("ftol"), no Armijo step found ("line_search"), or ``max_iter`` iterations.
+    ``on_accept(idx, z, f, aux)`` sees every accepted point (and the start).
+    Returns (z, info) with per-row ``iterations``, ``evaluations``, ``status`` (index
+    into LBFGS_STATUS) and the final ``f``."""
+    n, d = z0.shape
+    dev, dt = z0.device, z0.dtype
+    z = z0.detach().clone()
+    all_idx = torch.arange(n, device=dev)
+    f, g, aux = fun(z, all_idx)
+    if on_accept is not None:
+        on_accept(all_idx, z, f, aux)
+    S = torch.zeros(n, history, d, device=dev, dtype=dt)
+    Y = torch.zeros_like(S)
+    rho = torch.zeros(n, history, device=dev, dtype=dt)
+    valid = torch.zeros(n, history, device=dev, dtype=torch.bool)
+    iters = torch.zeros(n, dtype=torch.long, device=dev)
+    evals = torch.ones(n, dtype=torch.long, device=dev)
+    status = torch.zeros(n, dtype=torch.long, device=dev)
+    status[g.abs().amax(1) <= gtol] = 1
+    for _ in range(max_iter):
+        idx = (status == 0).nonzero().flatten()
+        if len(idx) == 0:
+            break
+        gi = g[idx]
+        dirn = -_two_loop(gi, S[idx], Y[idx], rho[idx], valid[idx].to(dt))
+        gd = (gi * dirn).sum(1)
+        bad = ~(gd < 0) | ~torch.isfinite(gd)
+        if bad.any():  # not a descent direction: forget this row's history
+            dirn[bad] = -gi[bad]
+            gd = torch.where(bad, -(gi * gi).sum(1), gd)
+            valid[idx[bad]] = False
+        fresh = ~valid[idx].any(1)
+        t = torch.where(fresh, (1.0 / gi.abs().sum(1).clamp_min(1e-30)).clamp(max=1.0),
+                        torch.ones_like(gd))
+        searching = torch.ones(len(idx), dtype=torch.bool, device=dev)
+        f_new = f[idx].clone()
+        g_new = gi.clone()
+        aux_new = None
+        for _ls in range(max_ls):
+            rows = searching.nonzero().flatten()
+            if len(rows) == 0:
+                break
+            zt = z[idx[rows]] + t[rows, None] * dirn[rows]
+            ft, gt, at = fun(zt, idx[rows])
+            evals[idx[rows]] += 1
+            ok = (ft <= f[idx[rows]] + c1 * t[rows] * gd[rows]) & torch.isfinite(ft)
+            acc = rows[ok]
+            f_new[acc], g_new[acc] = ft[ok], gt[ok]
+            if aux_new is None:
+                aux_new = {k: torch.empty((len(idx), *v.shape[1:]), dtype=v.dtype, device=v.device)
+                           for k, v in at.items()}
+            for k, v in at.items():
+                aux_new[k][acc] = v[ok]
+            searching[acc] = False
+            t[rows[~ok]] *= 0.5
+        failed = searching
+        status[idx[failed]] = 3
+        acc = (~failed).nonzero().flatten()
+        if len(acc) == 0:
+            continue
+        ia = idx[acc]
+        s = t[acc, None] * dirn[acc]
+        yv = g_new[acc] - g[ia]
+        sy = (s * yv).sum(1)
+        keep = sy > 1e-10
+        if keep.any():
+            ik = ia[keep]
+            S[ik] = torch.cat([S[ik, 1:], s[keep, None]], 1)
+            Y[ik] = torch.cat([Y[ik, 1:], yv[keep, None]], 1)
+            rho[ik] = torch.cat([rho[ik, 1:], (1.0 / sy[keep])[:, None]], 1)
+            valid[ik] = torch.cat([valid[ik, 1:], torch.ones_like(valid[ik, :1])], 1)
+        f_old = f[ia]
+        z[ia] = z[ia] + s
+        f[ia], g[ia] = f_new[acc], g_new[acc]
+        iters[ia] += 1
+        if on_accept is not None:
+            on_accept(ia, z[ia], f[ia], {k: v[acc] for k, v in aux_new.items()})
+        rel = (f_old - f[ia]) / torch.maximum(torch.maximum(f_old.abs(), f[ia].abs()),
+                                              torch.ones_like(f_old))
+        st = torch.zeros_like(ia)
+        st = torch.where(rel <= ftol, torch.full_like(st, 2), st)
+        st = torch.where(g[ia].abs().amax(1) <= gtol, torch.full_like(st, 1), st)
+        status[ia] = st
+    status[status == 0] = 4
+    return z, {"iterations": iters, "evaluations": evals, "status": status, "f": f}
+
+
+def stadv(model, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
+          tau: float = 0.05, kappa: float = 0.0, neighbourhood: str = "4", eps: float = 1e-8,
+          init: str = "zero", max_iter: int = 200, history: int = 10, gtol: float = 1e-5,
+          ftol: float = 1e-9, max_ls: int = 20, padding: str = "border", bounds=(0.0, 1.0),
+          batch_size: int | None = None, generator: torch.Generator | None = None,
+          return_info: bool = False):
+    """stAdv (Xiao et al. 2018; notes above this function): the flow f minimising
+    L_adv(warp(x, f)) + tau * L_flow(f) per sample, by per-sample L-BFGS from ``init``.
+    Untargeted (``target=None``): L_adv pushes the true label ``y`` below the runner-up;
+    targeted: ``target`` (N,) is pushed above every other class.  Returns the
+    adversarial images (N, C, H, W); with ``return_info`` also a dict of per-sample
+    tensors: ``flow`` (N, 2, H, W), ``success``, ``flow_loss``, ``iterations``,
+    ``evaluations``, ``status`` (LBFGS_STATUS) and ``pred``.  ``batch_size`` bounds the
+    samples per optimisation (each sample's result does not depend on it)."""
+    lo, hi = check_inputs(model, x, y, bounds, "stadv")
+    if x.dim() != 4:
+        raise AttackInputError(f"stadv: x must be images (N, C, H, W), got shape {tuple(x.shape)}")
+    if target is not None:
+        if not isinstance(target, torch.Tensor) or target.shape != y.shape or target.is_floating_point():
+            raise AttackInputError(f"stadv: target must be an integer tensor shaped like y {tuple(y.shape)}")
+        if target.device != x.device:
+            raise AttackInputError(f"stadv: x is on {x.device} but target on {target.device}")
+    if neighbourhood not in NEIGHBOURHOODS:
+        raise AttackInputError(f"stadv: neighbourhood must be one of {NEIGHBOURHOODS}")
+    if init not in FLOW_INITS:
+        raise AttackInputError(f"stadv: init must be one of {FLOW_INITS}")
+    if padding not in ("border", "zeros"):
+        raise AttackInputError("stadv: padding must be 'border' or 'zeros'")
+    if not (tau >= 0 and kappa >= 0 and eps >= 0 and max_iter >= 0 and history >= 1):
+        raise AttackInputError("stadv: need tau, kappa, eps, max_iter >= 0 and history >= 1")
+    if padding == "zeros" and lo > 0:
+        raise AttackInputError("stadv: zero padding leaves the box when its lower bound is > 0")
+    targeted = target is not None
+    goal = (target if targeted else y).long()
+    x = x.detach()
+    n, _, h, w = x.shape
+    if init == "zero":
+        flow0 = torch.zeros(n, 2, h, w, dtype=x.dtype, device=x.device)
+    else:
+        draw = torch.rand if init == "uniform" else torch.randn
+        gen_device = generator.device if generator is not None else x.device
+        flow0 = draw((n, 2, h, w), generator=generator, dtype=x.dtype, device=gen_device).to(x.device)
+    chunk = batch_size or n
+    outs = []
+    with frozen(model):
+        for s in range(0, n, chunk):
+            outs.append(_stadv_chunk(model, x[s:s + chunk], goal[s:s + chunk], flow0[s:s + chunk],
+                                     targeted, tau, kappa, neighbourhood, eps, padding,
+                                     dict(max_iter=max_iter, history=history, gtol=gtol, ftol=ftol,
+                                          max_ls=max_ls)))
+    info = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+    adv = info.pop("adv")
+    return (adv, info) if return_info else adv
+
+
+def _stadv_chunk(model, x, goal, flow0, targeted, tau, kappa, neighbourhood, eps, padding, opt):
+    n, _, h, w = x.shape
+    checked = [False]
+
+    def fun(z, idx):
+        flow = z.view(-1, 2, h, w).detach().requires_grad_(True)
+        logits = model(flow_warp(x[idx], flow, padding))
+        if not checked[0]:
+            _check_logits(logits, goal[idx], len(idx), "stadv")
+            checked[0] = True
+        lflow = flow_loss(flow, neighbourhood, eps)
+        obj = cw_margin_loss(logits, goal[idx], targeted, kappa) + tau * lflow
+        (g,) = torch.autograd.grad(obj.sum(), flow)
+        pred = logits.detach().argmax(1)
+        ok = pred == goal[idx] if targeted else pred != goal[idx]
+        return obj.detach(), g.flatten(1), {"success": ok, "flow_loss": lflow.detach()}
+
+    best = flow0.flatten(1).clone()
+    best_loss = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
+    found = torch.zeros(n, dtype=torch.bool, device=x.device)
+
+    def on_accept(idx, z, f, aux):
+        better = aux["success"] & (aux["flow_loss"] < best_loss[idx])
+        ib = idx[better]
+        best[ib] = z[better]
+        best_loss[ib] = aux["flow_loss"][better]
+        found[ib] = True
+
+    z, info = lbfgs_batched(fun, flow0.flatten(1), on_accept=on_accept, **opt)
+    flow = torch.where(found[:, None], best, z).view(n, 2, h, w)
+    with torch.no_grad():
+        adv = flow_warp(x, flow, padding)
+        pred = model(adv).argmax(1)
+        lflow = flow_loss(flow, neighbourhood, eps)
+    ok = pred == goal if targeted else pred != goal
+    return {"adv": adv, "flow": flow, "success": ok, "flow_loss": lflow,
+            "iterations": info["iterations"], "evaluations": info["evaluations"],
+            "status": info["status"], "pred": pred}
