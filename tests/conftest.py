@@ -29,6 +29,16 @@ def _isolated(tmp_path, monkeypatch):
     torch.use_deterministic_algorithms(False)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (the single-threaded timings and numerics the
+    paper checks assume); the previous count is restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def mnist_available() -> bool:
     root = Path(os.environ.get("REPRO_DATA", "/nonexistent"))
     return (root / "mnist" / "train-images-idx3-ubyte.gz").exists() or \

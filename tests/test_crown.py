@@ -18,12 +18,7 @@ D64 = torch.float64
 NORMS = ("linf", "l2", "l1")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_net(act, hidden=(12, 10, 8), d=6, k=4, seed=0):

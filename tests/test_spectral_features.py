@@ -16,12 +16,7 @@ import torch
 from papers.spectral_features import method as M
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_graph(n=40, d=5, q=0.25, seed=0):

@@ -25,7 +25,7 @@ from common import attacks as A
 from common import robustness as R
 from common.adversarial import adversarial_train, linf_pgd, madry_loss, mnist_arrays, warmup_eps
 from common.context import RunContext
-from common.train import accuracy, batches, count_parameters, cross_entropy_loss, to_device, train_epoch
+from common.train import accuracy, count_parameters, cross_entropy_loss, to_device
 from papers.crown import figures
 from papers.crown import method as M
 from registry import Paper, register
@@ -96,21 +96,11 @@ def train_model(ctx: RunContext, name: str, data: dict, cfg: dict, monitor: tupl
                                  batch_size=cfg["batch_size"], lr=cfg["lr"], epoch_loss=epoch_loss,
                                  monitor=lambda m: {"monitor_clean": accuracy(m, x_mon, y_mon)},
                                  generators=gens, describe=lambda r: f"clean {r['monitor_clean']:.1f}%")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    gen = ctx.generator(f"{name}/order")
-    state = {"history": []}
-    loop = ctx.resumable(name, {"model": model, "opt": opt, "order": gen}, state)
-    x, y = to_device(data["x_train"], data["y_train"], device=ctx.device)
-    for epoch in loop.epochs(cfg["epochs"]):
-        model.train()
-        stats = train_epoch(model, batches(x, y, batch_size=cfg["batch_size"], shuffle=True, generator=gen),
-                            opt, cross_entropy_loss, autocast=ctx.autocast)
-        model.eval()
-        row = {"epoch": epoch + 1, **stats, "monitor_clean": accuracy(model, x_mon, y_mon)}
-        state["history"].append(row)
-        ctx.log(f"[{name}] epoch {epoch + 1}: loss {stats['train_loss']:.3f}, clean {row['monitor_clean']:.1f}%")
-    model.eval()
-    return model, state["history"]
+    return adversarial_train(ctx, name, model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                             lr=cfg["lr"], epoch_loss=lambda epoch: (cross_entropy_loss, {}),
+                             monitor=lambda m: {"monitor_clean": accuracy(m, x_mon, y_mon)},
+                             generators={"order": ctx.generator(f"{name}/order")},
+                             describe=lambda r: f"clean {r['monitor_clean']:.1f}%")
 
 
 def attack_radius(model, x, target, norm: str, cfg: dict, generator) -> torch.Tensor:

@@ -20,7 +20,8 @@ import torch
 
 from common import l0_attacks as L0
 from common.context import RunContext
-from common.train import accuracy, batches, count_parameters, cross_entropy_loss, predict, train_epoch
+from common.adversarial import adversarial_train
+from common.train import accuracy, count_parameters, cross_entropy_loss, predict
 from papers.sparse_fourier import figures
 from papers.sparse_fourier import method as M
 from registry import Paper, register
@@ -78,31 +79,20 @@ def load_data(ctx: RunContext, name: str, subset: int) -> dict:
 
 def train_model(ctx: RunContext, key: str, x: torch.Tensor, y: torch.Tensor, cfg: dict):
     model = M.SmallCNN(*cfg["width"]).to(ctx.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    gen = ctx.generator(f"{key}/order")
-    state = {"history": []}
-    loop = ctx.resumable(key, {"model": model, "opt": opt, "order": gen}, state)
-    x, y = x.to(ctx.device), y.to(ctx.device)
-    for epoch in loop.epochs(cfg["epochs"]):
-        stats = train_epoch(model, batches(x, y, batch_size=cfg["batch_size"], shuffle=True, generator=gen),
-                            opt, cross_entropy_loss, autocast=ctx.autocast)
-        state["history"].append({"epoch": epoch + 1, **stats})
-        ctx.log(f"[{key}] epoch {epoch + 1}: loss {stats['train_loss']:.3f}")
-    model.eval()
+    model, _ = adversarial_train(ctx, key, model, {"x_train": x, "y_train": y}, epochs=cfg["epochs"],
+                                 batch_size=cfg["batch_size"], lr=cfg["lr"],
+                                 epoch_loss=lambda epoch: (cross_entropy_loss, {}), monitor=lambda m: {},
+                                 generators={"order": ctx.generator(f"{key}/order")})
     return model
-
-
-def acc(model, x, y) -> float:
-    return accuracy(model, x, y)
 
 
 def defended_accuracies(model, x_adv, y, k: int, pixels: int, t_alt, iters: int) -> dict:
     """Accuracy (%) of the top-k model on adversarial images: as is, after the plain
     projection, after IHT with t = pixels and with each mis-specified t."""
-    out = {"undefended": acc(model, x_adv, y), "projection": acc(model, M.project_topk(x_adv, k), y),
-           "iht": acc(model, M.iht_image(x_adv, k, pixels, iters), y)}
+    out = {"undefended": accuracy(model, x_adv, y), "projection": accuracy(model, M.project_topk(x_adv, k), y),
+           "iht": accuracy(model, M.iht_image(x_adv, k, pixels, iters), y)}
     for t in t_alt:
-        out[f"iht_t{t}"] = acc(model, M.iht_image(x_adv, k, t, iters), y)
+        out[f"iht_t{t}"] = accuracy(model, M.iht_image(x_adv, k, t, iters), y)
     return out
 
 
@@ -125,7 +115,7 @@ def attack_model(ctx: RunContext, key: str, model, k: int, x, y, acfg: dict, ite
         r = defended_accuracies(model, adv, ys, k, acfg["pixels"], acfg["t_misspecified"], iters)
         right = predict(model, xs).argmax(1) == ys.cpu()
         fooled = predict(model, adv).argmax(1) != ys.cpu()
-        r.update(images=n, clean_raw=acc(model, xs, ys), l0_mean=l0.mean().item(), l0_max=l0.max().item(),
+        r.update(images=n, clean_raw=accuracy(model, xs, ys), l0_mean=l0.mean().item(), l0_max=l0.max().item(),
                  success=100.0 * (fooled & right).sum().item() / max(1, right.sum().item()))
         res[name] = r
         m = acfg["examples"]
@@ -147,8 +137,8 @@ def bpda_attack(ctx: RunContext, model, k: int, x, y, acfg: dict, iters: int) ->
     for mode in acfg["bpda_backward"]:
         defended = M.Defended(model, k, acfg["pixels"], iters, bpda=mode).eval()
         adv = L0.jsma(defended, xs, targets, theta=1.0, gamma=acfg["pixels"] / xs[0].numel())
-        out[mode] = {"iht": acc(model, M.iht_image(adv, k, acfg["pixels"], iters), ys),
-                     "undefended": acc(model, adv, ys),
+        out[mode] = {"iht": accuracy(model, M.iht_image(adv, k, acfg["pixels"], iters), ys),
+                     "undefended": accuracy(model, adv, ys),
                      "l0_mean": L0.l0_norm(adv, xs).float().mean().item(), "images": n}
         ctx.log(f"[bpda-{mode}] k={k}: " + ", ".join(f"{a} {b:.1f}" for a, b in out[mode].items()))
     return out
@@ -175,15 +165,15 @@ def run_dataset(ctx: RunContext) -> dict:
     iters = scfg["iters"]
     metrics, results = {}, {}
     full = train_model(ctx, "full", data["x_train"], data["y_train"], tcfg)
-    metrics["full/clean"] = acc(full, xt, yt)
+    metrics["full/clean"] = accuracy(full, xt, yt)
     metrics["params"] = count_parameters(full)
     gaps, over_proj = [], []
     for k in scfg["ks"]:
         key = f"k{k}"
         model = train_model(ctx, key, M.project_topk(data["x_train"], k), data["y_train"], tcfg)
-        metrics[f"{key}/clean"] = acc(model, M.project_topk(xt, k), yt)
-        metrics[f"{key}/clean_raw"] = acc(model, xt, yt)
-        metrics[f"{key}/clean_iht"] = acc(model, M.iht_image(xt, k, acfg["pixels"], iters), yt)
+        metrics[f"{key}/clean"] = accuracy(model, M.project_topk(xt, k), yt)
+        metrics[f"{key}/clean_raw"] = accuracy(model, xt, yt)
+        metrics[f"{key}/clean_iht"] = accuracy(model, M.iht_image(xt, k, acfg["pixels"], iters), yt)
         metrics[f"{key}/gap_to_full"] = metrics["full/clean"] - metrics[f"{key}/clean"]
         show = k == (acfg["bpda_k"] if acfg["bpda_k"] in scfg["ks"] else scfg["ks"][0])
         res = ctx.once(f"{key}/attacks", lambda: _attack_json(ctx, key, model, k, xt, yt, acfg, iters, show))

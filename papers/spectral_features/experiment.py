@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from common.context import RunContext
-from common.train import accuracy, batches, cross_entropy_loss, to_device, train_epoch
+from common.adversarial import adversarial_train
+from common.train import accuracy, cross_entropy_loss, to_device
 from papers.spectral_features import figures
 from papers.spectral_features import method as M
 from registry import Paper, register
@@ -82,15 +83,10 @@ def train_network(ctx: RunContext, cfg: dict, x: torch.Tensor, y: torch.Tensor):
         d = h
     body = torch.nn.Sequential(torch.nn.Flatten(), *layers)
     model = torch.nn.Sequential(body, torch.nn.Linear(d, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    gen = ctx.generator("net/order")
-    loop = ctx.resumable("net", {"model": model, "opt": opt, "order": gen})
-    for epoch in loop.epochs(cfg["epochs"]):
-        model.train()
-        stats = train_epoch(model, batches(x, y, batch_size=cfg["batch_size"], shuffle=True, generator=gen),
-                            opt, cross_entropy_loss)
-        ctx.log(f"[net] epoch {epoch + 1}: loss {stats['train_loss']:.3f}")
-    model.eval()
+    model, _ = adversarial_train(ctx, "net", model.to(ctx.device), {"x_train": x, "y_train": y},
+                                 epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                                 epoch_loss=lambda epoch: (cross_entropy_loss, {}), monitor=lambda m: {},
+                                 generators={"order": ctx.generator("net/order")})
     return model, body, [m for m in body if isinstance(m, torch.nn.Linear)]
 
 

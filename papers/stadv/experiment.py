@@ -26,7 +26,7 @@ import torch
 from common import attacks as A
 from common.adversarial import adversarial_train, linf_pgd, madry_loss, mnist_arrays, warmup_eps
 from common.context import RunContext
-from common.train import accuracy, batches, count_parameters, cross_entropy_loss, to_device, train_epoch
+from common.train import accuracy, count_parameters, cross_entropy_loss, to_device
 from papers.stadv import figures
 from papers.stadv import method as M
 from registry import Paper, register
@@ -88,20 +88,9 @@ def subset(data: dict, n: int) -> dict:
 
 def train_model(ctx: RunContext, name: str, data: dict, cfg: dict):
     model = M.make_model(name).to(ctx.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    gen = ctx.generator(f"{name}/order")
-    state = {"history": []}
-    loop = ctx.resumable(name, {"model": model, "opt": opt, "order": gen}, state)
-    x, y = to_device(data["x_train"], data["y_train"], device=ctx.device)
-    for epoch in loop.epochs(cfg["epochs"]):
-        model.train()
-        stats = train_epoch(model, batches(x, y, batch_size=cfg["batch_size"], shuffle=True, generator=gen),
-                            opt, cross_entropy_loss, autocast=ctx.autocast)
-        model.eval()
-        state["history"].append({"epoch": epoch + 1, **stats})
-        ctx.log(f"[{name}] epoch {epoch + 1}: loss {stats['train_loss']:.3f}")
-    model.eval()
-    return model, state["history"]
+    return adversarial_train(ctx, name, model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                             lr=cfg["lr"], epoch_loss=lambda epoch: (cross_entropy_loss, {}),
+                             monitor=lambda m: {}, generators={"order": ctx.generator(f"{name}/order")})
 
 
 def run_stadv(model, x, y, target, acfg: dict, chunk: int, generator=None, **override) -> dict:
