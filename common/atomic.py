@@ -4,6 +4,9 @@ An interrupted write never leaves a truncated file that a later report would
 trust.  Files are created with the user's umask (like ``open``), not 0600.
 Checkpoints hold only tensors and plain Python values and load with
 ``torch.load(..., weights_only=True)``.
+
+Torch is imported only by the functions that need it, so that the commands
+which only read JSON and TOML (``list``, ``show``, ``compare``) start without it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,9 @@ import contextlib
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from registry import ReproError
 
@@ -58,9 +60,7 @@ def write_json(path: Path, obj: Any, compact: bool = False) -> None:
 
 
 def _json_default(x):
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if hasattr(x, "tolist"):  # numpy arrays and scalars
+    if hasattr(x, "tolist"):  # tensors, numpy arrays and scalars
         return x.tolist()
     if isinstance(x, Path):
         return str(x)
@@ -69,7 +69,8 @@ def _json_default(x):
 
 def own_storage(obj: Any) -> Any:
     """A copy whose tensors own their storage (a saved slice does not drag its base)."""
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # without torch loaded there is no tensor to copy
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.detach().clone()
     if isinstance(obj, dict):
         return {k: own_storage(v) for k, v in obj.items()}
@@ -79,12 +80,16 @@ def own_storage(obj: Any) -> Any:
 
 
 def torch_save(obj: Any, path: Path) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def torch_load(path: Path) -> Any:
     """The one way this project reads a .pt file: weights-only (no pickled code runs)."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

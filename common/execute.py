@@ -30,15 +30,7 @@ from common import atomic
 from common import device as devices
 from common.context import RunContext
 from common.records import RunRecord, find_run, runs_root
-from registry import PROFILES, ROOT, Experiment, ReproError
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """^C during a run; carries the exact command that resumes it."""
-
-    def __init__(self, resume_command: str):
-        super().__init__(resume_command)
-        self.resume_command = resume_command
+from registry import PROFILES, ROOT, Experiment, ReproError, RunInterrupted
 
 
 # ------------------------------------------------------------- provenance

@@ -12,14 +12,13 @@ import signal
 import sys
 
 from common import claims, records, report
-from common.execute import RunInterrupted, execute
-from registry import PROFILES, ROOT, ReproError, get, names
+from registry import PROFILES, ROOT, ReproError, RunInterrupted, describe, get, names
 
 _WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 def _committed_summary(name: str, reports_dir) -> str:
-    exp = get(name)
+    exp = describe(name)
     judged = report.judge(exp, records.sections(records.archived_runs(name, reports_dir)))
     parts = [f"{s.profile}: {claims.summary(rows)}" for s, rows in judged if s.primary]
     return "; ".join(parts) or "-"
@@ -28,7 +27,7 @@ def _committed_summary(name: str, reports_dir) -> str:
 def _cmd_list(args) -> int:
     rows = []
     for name in names():
-        exp = get(name)
+        exp = describe(name)
         last = records.list_runs(name, runs_dir=args.runs_dir)
         local = f"{last[-1].id} ({last[-1].status})" if last else "-"
         rows.append((name, exp.paper.short, ",".join(exp.profiles),
@@ -38,7 +37,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    exp = get(args.name)
+    exp = describe(args.name)
     p = exp.paper
     print(f"{exp.name}: {exp.description}")
     print(f"  paper   {p.title}")
@@ -67,6 +66,8 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from common.execute import execute  # torch and gin: only for the commands that run
+
     exp = get(args.name)
     record = execute(
         exp, profile=args.profile, seed=args.seed, device=args.device,
@@ -110,7 +111,7 @@ def _cmd_figures(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    exp = get(args.name)
+    exp = get(args.name) if args.write else describe(args.name)  # --write draws figures
     p = report.plan(exp, args.runs_dir, args.reports_dir, args.profile, args.allow_dirty)
     for m in p.messages:
         print(m)
@@ -148,6 +149,16 @@ def _cmd_verify(args) -> int:
               f"(and commit) if the change is intended", file=sys.stderr)
         return 1
     print("verify: every committed report follows from its archived runs and the claims files")
+    return 0
+
+
+def _cmd_manifest(args) -> int:
+    from registry import write_manifests
+
+    changed = write_manifests()
+    for path in changed:
+        print(f"  wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"manifest: {len(changed)} rewritten; the others already matched their plugins")
     return 0
 
 
@@ -245,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "and the current claims files (exit 1 on any difference)", _cmd_verify)
     p.add_argument("--figures", action="store_true",
                    help="also regenerate every figure and compare its bytes (slower)")
+
+    command("manifest", "rewrite papers/*/manifest.json (what `list` and `show` read without "
+                        "importing the plugins) from what each plugin registers", _cmd_manifest)
     return parser
 
 
