@@ -32,7 +32,6 @@ from common.context import RunContext
 from common.records import RunRecord, find_run, runs_root
 from registry import PROFILES, ROOT, Experiment, ReproError, RunInterrupted
 
-
 # ------------------------------------------------------------- provenance
 
 
