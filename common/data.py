@@ -1,7 +1,9 @@
 """Datasets, offline first.
 
-``load(name, train, root)`` returns a ``TensorDataset``-like pair of tensors
-(images float32 in [0, 1], N x C x H x W; labels int64).  Files are looked for
+``load(name, train, root)`` returns a ``Split``: ``pixels`` as stored (uint8,
+N x C x H x W), ``labels`` (int64) and ``images``, the pixels as float32 in
+[0, 1], converted on first use (0.2 s for MNIST's training set at one thread);
+``Split.batches`` converts batch by batch instead, for the fastest first batch.  Files are looked for
 under the offline root (``--data-dir``, else ``$REPRO_DATA``, else
 ``~/.cache/repro-hub/data``) in the layouts people already have
 (torchvision's ``<root>/MNIST/raw/``, a plain ``<root>/mnist/``, Debian's
@@ -12,6 +14,13 @@ differ while the content is identical).  Nothing is downloaded unless asked
 (``--download``), never at import time, and one dataset is never silently
 replaced by another.  A missing dataset raises one error that lists every
 place looked and how to provide the files.
+
+A file is hashed once: after it verifies, its decompressed content and the
+source's size and modification time are cached under ``$REPRO_CACHE`` (default
+``~/.cache/repro-hub``)``/verified/``, and later loads read the cache without
+hashing or decompressing again while the source's size and mtime (and the cached
+copy's) are unchanged.  Anything else (a changed, touched or new file; another
+expected checksum) verifies again.  An unwritable cache only costs the speed.
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ import gzip
 import hashlib
 import io
 import os
+import json
 import pickle
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +51,34 @@ class ChecksumError(ReproError):
 
 @dataclass
 class Split:
-    images: torch.Tensor  # float32 in [0, 1], N x C x H x W
+    pixels: torch.Tensor  # uint8, N x C x H x W, as stored
     labels: torch.Tensor  # int64, N
     classes: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @cached_property
+    def images(self) -> torch.Tensor:
+        """float32 in [0, 1], N x C x H x W (converted once, on first use)."""
+        return to_float(self.pixels)
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                device=None):
+        """(images, labels) mini-batches equal, bit for bit, to what
+        ``common.train.batches(self.images, self.labels, ...)`` yields with the same
+        generator, but converted batch by batch (no float copy of the whole set)."""
+        from common.train import batches
+
+        for x, y in batches(self.pixels, self.labels, batch_size=batch_size, shuffle=shuffle,
+                            generator=generator, drop_last=drop_last, device=device):
+            yield to_float(x), y
+
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float32 in [0, 1] (x / 255, correctly rounded)."""
+    return pixels.float().div_(255)
 
 
 def default_root(root: str | os.PathLike | None = None) -> Path:
@@ -83,39 +116,115 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Sneaker", "Bag", "Ankle boot")
 
 
-def parse_idx(raw: bytes, where: str = "") -> np.ndarray:
-    """Decode an IDX file (LeCun's format: magic, dims, big-endian payload)."""
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+def parse_idx(raw, where: str = "") -> np.ndarray:
+    """Decode an IDX file (LeCun's format: magic, dims, big-endian payload) held in
+    ``bytes`` or a uint8 array (whose memory the result then shares)."""
+    head = bytes(raw[:4])
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
         raise ReproError(f"{where}: not an IDX file (bad magic)")
     dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if raw[2] not in dtypes:
-        raise ReproError(f"{where}: unknown IDX type code {raw[2]:#x}")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(dtypes[raw[2]])
+    if head[2] not in dtypes:
+        raise ReproError(f"{where}: unknown IDX type code {head[2]:#x}")
+    ndim = head[3]
+    dims = bytes(raw[4:4 + 4 * ndim])
+    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+    dtype = np.dtype(dtypes[head[2]])
     offset = 4 + 4 * ndim
     expected = offset + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
         raise ReproError(f"{where}: IDX file is {len(raw)} bytes, its header says {expected}")
-    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+    if isinstance(raw, np.ndarray):  # a view: no copy, writable if the buffer is
+        arr = raw[offset:].view(dtype).reshape(shape)
+    else:
+        arr = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+    # multi-byte types are converted to native order (a copy)
+    return arr if dtype.itemsize == 1 else arr.astype(dtype.newbyteorder("="))
 
 
-def _read_verified(candidates: list[Path], sums: tuple[str, str] | None) -> bytes | None:
+def _cache_dir() -> Path:
+    base = os.environ.get("REPRO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME")
+                                                 or Path.home() / ".cache") / "repro-hub"
+    return Path(base) / "verified"
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_into(path: Path) -> np.ndarray:
+    """The file's bytes in one read, into a writable, uninitialised buffer (tensors share it)."""
+    buf = np.empty(path.stat().st_size, dtype=np.uint8)
+    with open(path, "rb") as f:
+        if f.readinto(buf) != len(buf):
+            raise ReproError(f"{path} changed while being read")
+    return buf
+
+
+def _cache_entry(path: Path) -> Path:
+    return _cache_dir() / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24] + ".json")
+
+
+def _cached(path: Path, content_md5: str | None) -> np.ndarray | None:
+    """The verified content of ``path`` if the cache vouches for it, else None."""
+    try:
+        entry = json.loads(_cache_entry(path).read_text())
+        if (entry["source"] != str(path.resolve()) or entry["stamp"] != _stamp(path)
+                or entry["md5"] != content_md5):
+            return None
+        if entry["content"] is None:  # the source itself is the verified content
+            return _read_into(path)
+        copy = _cache_dir() / entry["content"]
+        return _read_into(copy) if entry["content_stamp"] == _stamp(copy) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remember(path: Path, content_md5: str | None, content: bytes) -> None:
+    """Cache that ``path`` verified (and its decompressed content, if it is gzipped)."""
+    if content_md5 is None:  # nothing was checked: nothing to vouch for
+        return
+    entry_path = _cache_entry(path)
+    entry = {"source": str(path.resolve()), "stamp": _stamp(path), "md5": content_md5,
+             "content": None, "content_stamp": None}
+    try:
+        entry_path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".gz":
+            copy = entry_path.with_suffix(".idx")
+            tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(content)
+            os.replace(tmp, copy)
+            entry["content"], entry["content_stamp"] = copy.name, _stamp(copy)
+        tmp = entry_path.with_name(f".{entry_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, entry_path)
+    except OSError:  # a read-only home: verify every time
+        pass
+
+
+def _read_verified(candidates: list[Path], sums: tuple[str, str] | None) -> bytes | np.ndarray | None:
     """The first candidate file whose content verifies; None if none exists.
     A file that exists but fails its checksum is an error, not skipped."""
     for path in candidates:
         if not path.is_file():
             continue
+        content_md5 = sums[1] if sums else None
+        hit = _cached(path, content_md5)
+        if hit is not None:
+            return hit
         raw = path.read_bytes()
         if path.suffix == ".gz":
             if sums and md5(raw) == sums[0]:
-                return gzip.decompress(raw)
+                raw = gzip.decompress(raw)
+                _remember(path, content_md5, raw)
+                return np.frombuffer(raw, np.uint8).copy()  # writable
             try:
                 raw = gzip.decompress(raw)
             except (OSError, EOFError) as exc:
                 raise ChecksumError(f"{path} is not a readable gzip file ({exc})") from None
         if sums is None or md5(raw) == sums[1]:
-            return raw
+            _remember(path, content_md5, raw)
+            return np.frombuffer(raw, np.uint8).copy()
         raise ChecksumError(f"{path} fails its checksum (content md5 {md5(raw)}, expected "
                             f"{sums[1]}): a corrupt or different file; replace it")
     return None
@@ -133,11 +242,11 @@ def _idx_dataset(name: str, folders: list[Path], files: dict, train: bool, class
             looked = "\n  ".join(str(f) for f in folders)
             raise DatasetNotFound(f"{name}: {stem}[.gz] not found. Looked in:\n  {looked}\n{how_to}")
         arrays[kind] = parse_idx(raw, stem)
-    images = torch.from_numpy(arrays["images"].copy()).unsqueeze(1).float().div_(255)
+    pixels = torch.from_numpy(arrays["images"]).unsqueeze(1)  # shares the read buffer
     labels = torch.from_numpy(arrays["labels"].astype(np.int64))
-    if len(images) != len(labels):
-        raise ReproError(f"{name}: {len(images)} images but {len(labels)} labels")
-    return Split(images, labels, tuple(classes))
+    if len(pixels) != len(labels):
+        raise ReproError(f"{name}: {len(pixels)} images but {len(labels)} labels")
+    return Split(pixels, labels, tuple(classes))
 
 
 def _download_torchvision(cls_name: str, root: Path) -> None:
@@ -220,7 +329,7 @@ def cifar10(train: bool = True, root=None, download: bool = False, checksums=CIF
         batch = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
         images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch["labels"])
-    x = torch.from_numpy(np.concatenate(images)).float().div_(255)
+    x = torch.from_numpy(np.concatenate(images))
     return Split(x, torch.tensor(labels, dtype=torch.int64), CIFAR10_CLASSES)
 
 
@@ -256,7 +365,7 @@ def svhn(train: bool = True, root=None, download: bool = False, checksums=SVHN_M
     if checksums is not None and md5(raw) != checksums[name]:
         raise ChecksumError(f"{path} fails its md5 ({md5(raw)} != {checksums[name]})")
     mat = scipy.io.loadmat(path)
-    x = torch.from_numpy(np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1))).float().div_(255)
+    x = torch.from_numpy(np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1), dtype=np.uint8))
     y = torch.from_numpy(mat["y"].astype(np.int64).reshape(-1))
     y[y == 10] = 0
     return Split(x, y, tuple(str(i) for i in range(10)))

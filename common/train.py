@@ -70,13 +70,17 @@ def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = False,
     n = len(tensors[0])
     if any(len(t) != n for t in tensors):
         raise ValueError(f"tensors of different lengths: {[len(t) for t in tensors]}")
-    if shuffle:
+    orders = None
+    if shuffle:  # gathered batch by batch: the first batch comes without a shuffled copy of all
         order = torch.randperm(n, generator=generator,
                                device=generator.device if generator is not None else "cpu")
-        tensors = tuple(t[order.to(t.device, non_blocking=True)] for t in tensors)
+        orders = [order.to(t.device, non_blocking=True) for t in tensors]
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        batch = tuple(t[start:start + batch_size] for t in tensors)
+        if orders is None:
+            batch = tuple(t[start:start + batch_size] for t in tensors)
+        else:
+            batch = tuple(t[o[start:start + batch_size]] for t, o in zip(tensors, orders))
         if device is not None:
             batch = tuple(t.to(device, non_blocking=True) for t in batch)
         yield batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
 
@@ -121,3 +122,72 @@ def test_svhn_real_format_small_file(tmp_path):
 def test_unknown_dataset_is_not_substituted():
     with pytest.raises(Exception, match="unknown dataset 'cifar100'"):
         data.load("cifar100")
+
+
+def _tiny_mnist(folder, n=5):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    imgs = {"train": rng.integers(0, 256, (n, 28, 28)), "t10k": rng.integers(0, 256, (n, 28, 28))}
+    files = {}
+    for split, arr in imgs.items():
+        for kind, a in (("images-idx3", arr), ("labels-idx1", np.arange(n) % 10)):
+            raw = _idx_bytes(a)
+            stem = f"{split}-{kind}-ubyte"
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(raw))
+            files[stem] = ("not-the-gz-md5", data.md5(raw))  # verified by content
+    return imgs, files
+
+
+def test_a_verified_file_is_read_from_the_cache_until_it_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    imgs, files = _tiny_mnist(tmp_path / "mnist")
+    load = lambda: data._idx_dataset("toy", [tmp_path / "mnist"], files, False, "0123456789", "")  # noqa: E731
+    first = load()
+    assert torch.equal(first.pixels[:, 0], torch.from_numpy(imgs["t10k"].astype(np.uint8)))
+    assert len(list((tmp_path / "cache" / "verified").glob("*.json"))) == 2
+
+    hashed = []
+    real_md5 = data.md5
+    monkeypatch.setattr(data, "md5", lambda b: hashed.append(len(b)) or real_md5(b))
+    again = load()  # neither hashed nor decompressed again
+    assert hashed == [] and torch.equal(again.pixels, first.pixels)
+
+    src = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))  # touched
+    load()
+    assert len(hashed) >= 1  # verified again
+
+    # a different file of the same size under the same name: caught by its mtime
+    raw = bytearray(gzip.decompress(src.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10
+    src.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(data.ChecksumError):
+        load()
+
+    # a cached copy edited behind the loader's back is not trusted either
+    _tiny_mnist(tmp_path / "fresh")
+    fresh = lambda: data._idx_dataset("toy", [tmp_path / "fresh"], files, False, "0123456789", "")  # noqa: E731
+    fresh()
+    for copy in (tmp_path / "cache" / "verified").glob("*.idx"):
+        b = bytearray(copy.read_bytes())
+        b[-1] ^= 1
+        copy.write_bytes(bytes(b))
+    os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))
+    hashed.clear()
+    assert torch.equal(fresh().pixels, first.pixels) and hashed  # re-verified from the source
+
+
+def test_split_batches_equal_the_training_loops_batches():
+    from common.train import batches
+
+    g = torch.Generator().manual_seed(0)
+    split = data.Split(torch.randint(0, 256, (103, 1, 4, 4), dtype=torch.uint8, generator=g),
+                       torch.arange(103), tuple("0123456789"))
+    assert split.images.dtype == torch.float32 and split.images.max() <= 1
+    assert torch.equal(split.images * 255, split.pixels.float())
+    for kw in ({}, {"shuffle": True}, {"shuffle": True, "drop_last": True}):
+        ours = list(split.batches(10, generator=torch.Generator().manual_seed(5), **kw))
+        loop = list(batches(split.images, split.labels, batch_size=10,
+                            generator=torch.Generator().manual_seed(5), **kw))
+        assert len(ours) == len(loop) == (10 if kw.get("drop_last") else 11)
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(ours, loop))
