@@ -28,8 +28,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import json
+import os
 import pickle
 from dataclasses import dataclass
 from functools import cached_property

@@ -141,7 +141,7 @@ def _tiny_mnist(folder, n=5):
 def test_a_verified_file_is_read_from_the_cache_until_it_changes(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
     imgs, files = _tiny_mnist(tmp_path / "mnist")
-    load = lambda: data._idx_dataset("toy", [tmp_path / "mnist"], files, False, "0123456789", "")  # noqa: E731
+    load = lambda: data._idx_dataset("toy", [tmp_path / "mnist"], files, False, "0123456789", "")
     first = load()
     assert torch.equal(first.pixels[:, 0], torch.from_numpy(imgs["t10k"].astype(np.uint8)))
     assert len(list((tmp_path / "cache" / "verified").glob("*.json"))) == 2
@@ -166,7 +166,7 @@ def test_a_verified_file_is_read_from_the_cache_until_it_changes(tmp_path, monke
 
     # a cached copy edited behind the loader's back is not trusted either
     _tiny_mnist(tmp_path / "fresh")
-    fresh = lambda: data._idx_dataset("toy", [tmp_path / "fresh"], files, False, "0123456789", "")  # noqa: E731
+    fresh = lambda: data._idx_dataset("toy", [tmp_path / "fresh"], files, False, "0123456789", "")
     fresh()
     for copy in (tmp_path / "cache" / "verified").glob("*.idx"):
         b = bytearray(copy.read_bytes())
