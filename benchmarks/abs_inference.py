@@ -4,11 +4,15 @@ all images x classes x latents batched) vs the reference implementation's struct
 decoders inside every Adam step, a loop over the classes for the bank search),
 written here with ten ordinary decoders sliced out of the same weights.
 
-    python benchmarks/abs_inference.py [--images 50] [--samples 8000] [--steps 50] [--repeats 3]
+    python benchmarks/abs_inference.py [--images 1,10,100] [--samples 8000] [--steps 50]
+                                       [--repeats 3] [--clock process]
 
-Both compute the same scores (checked first, to 1e-3 relative); the two are
-interleaved and the median time ratio loop / ours is printed, with images per
-second for each.  Untrained VAEs: the cost of a pass does not depend on the weights.
+Both compute the same scores (checked first at every size, to 1e-3 relative); the
+loop's decoder weights are frozen, so that its backward pass computes the latents'
+gradient only, as ours does.  At each number of images the two are interleaved after
+a warm-up round and the median of the per-repeat ratios loop / ours is printed, with
+images per second for each.  One thread unless --threads.  Untrained VAEs: the cost
+of a pass does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _bench  # noqa: E402
 from papers.abs import method as M  # noqa: E402
 
 
@@ -30,6 +35,8 @@ class LoopABS:
     """The reference's structure: per-class bank images, per-class decoder calls."""
 
     def __init__(self, decoders, n_samples, steps, lr=0.05, beta=1.0, radius=5.0):
+        for d in decoders:  # weights frozen: backward computes the latents' gradient only
+            d.requires_grad_(False)
         self.decs, self.steps, self.lr, self.beta, self.radius = decoders, steps, lr, beta, radius
         self.bank = M.latent_bank(n_samples)
         with torch.no_grad():
@@ -66,33 +73,35 @@ class LoopABS:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=50)
+    parser.add_argument("--images", default="1,10,100", help="comma-separated numbers of images")
     parser.add_argument("--samples", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    _bench.add_clock_argument(parser)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vaes = M.ClassVAEs().eval()
-    x = torch.rand(args.images, 1, 28, 28)
     ours = M.ABS(vaes, n_samples=args.samples, steps=args.steps).eval()
     loop = LoopABS([vaes.plain_decoder(k) for k in range(vaes.n_classes)], args.samples, args.steps)
     ours.bank()
-    a, b = ours.infer(x)["scores"], loop(x)
-    rel = ((a - b).abs() / b.abs()).max().item()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} images, "
-          f"{args.samples} latents + {args.steps} Adam steps; max relative score difference {rel:.1e}")
-    if rel > 1e-3:
-        sys.exit("the two implementations disagree")
-    times = {"ours": [], "loop": []}
-    for _ in range(args.repeats):
-        for name, fn in (("ours", lambda: ours(x)), ("loop", lambda: loop(x))):
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    ratios = [l / o for o, l in zip(times["ours"], times["loop"])]
-    for name, ts in times.items():
-        print(f"{name:5s}: median {statistics.median(ts):.2f} s = {args.images / statistics.median(ts):.1f} images/s")
-    print(f"loop / ours: {statistics.median(ratios):.2f}x (repeats {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.clock} clock; "
+          f"{args.samples} latents + {args.steps} Adam steps; median of {args.repeats} after a "
+          f"warm-up round")
+    for n in (int(v) for v in args.images.split(",")):
+        x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))
+        a, b = ours.infer(x)["scores"], loop(x)
+        rel = ((a - b).abs() / b.abs()).max().item()
+        if rel > 1e-3:
+            sys.exit(f"the two implementations disagree at {n} images ({rel:.1e})")
+        times = _bench.interleaved({"ours": lambda: ours(x), "loop": lambda: loop(x)},
+                                   args.repeats, args.clock)
+        ratio, rs = _bench.ratios(times, "loop", "ours")
+        o, l_ = statistics.median(times["ours"]), statistics.median(times["loop"])
+        print(f"{n:4d} images: ours {n / o:6.2f} images/s, loop {n / l_:6.2f} images/s; "
+              f"loop / ours {ratio:.2f}x (repeats {_bench.fmt_ratios(rs)}); "
+              f"max relative score difference {rel:.1e}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 images, same batches.
 
     python benchmarks/attacks_pgd.py [--images 1000] [--batch 200] [--repeats 3] [--width 1.0]
+                                     [--clock process] [--threads 1]
 
-The two are interleaved (ours, theirs, ours, theirs, ...) so that machine noise
-hits both alike, and the median time ratio ours / torchattacks is printed.
+The two are interleaved (ours, theirs, ours, theirs, ...) after a discarded warm-up
+round so that machine noise hits both alike, and the median of the per-repeat time
+ratios ours / torchattacks is printed.
 Target: <= 1.0.  Before timing, both run once without a random start and their
 adversarial images are compared (they must agree to float precision), so the
 timed code is the same computation.  The network is Madry's architecture after
@@ -26,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _bench  # noqa: E402
 from common import attacks, data  # noqa: E402
 from common.adversarial import MadryCNN  # noqa: E402
 
@@ -40,7 +43,10 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=300,
                         help="Adam steps of batch 50 before the attack (speed does not depend on them)")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    _bench.add_clock_argument(parser)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     try:
         import torchattacks
     except ImportError:
@@ -81,21 +87,17 @@ def main() -> None:
     print(f"same computation (no random start, {n_check} images): max |ours - torchattacks| = "
           f"{(a - b).abs().max().item():.2e}")
 
-    times = {"ours": [], "torchattacks": []}
-    for r in range(args.repeats):
-        for name, fn in (("ours", ours), ("torchattacks", theirs)):
-            t = time.perf_counter()
-            adv = fn()
-            times[name].append(time.perf_counter() - t)
-            with torch.no_grad():
-                acc = 100.0 * (model(adv).argmax(1) == y).float().mean().item()
-            print(f"  repeat {r + 1}: {name:12s} {times[name][-1]:7.2f} s   (accuracy under attack {acc:.1f}%)")
-    ratios = [o / t for o, t in zip(times["ours"], times["torchattacks"])]
-    print(f"median time: ours {statistics.median(times['ours']):.2f} s, torchattacks "
-          f"{statistics.median(times['torchattacks']):.2f} s; ratio ours / torchattacks = "
-          f"{statistics.median(ratios):.3f} (per repeat: {', '.join(f'{r:.3f}' for r in ratios)}; "
-          f"target <= 1.0)")
+    def report(r, name, dt, adv):
+        with torch.no_grad():
+            acc = 100.0 * (model(adv).argmax(1) == y).float().mean().item()
+        print(f"  repeat {r + 1}: {name:12s} {dt:7.2f} s   (accuracy under attack {acc:.1f}%)")
 
+    times = _bench.interleaved({"ours": ours, "torchattacks": theirs}, args.repeats, args.clock,
+                               report=report)
+    ratio, rs = _bench.ratios(times, "ours", "torchattacks")
+    print(f"median time ({args.clock} clock): ours {statistics.median(times['ours']):.2f} s, "
+          f"torchattacks {statistics.median(times['torchattacks']):.2f} s; ratio ours / "
+          f"torchattacks = {ratio:.3f} (per repeat: {_bench.fmt_ratios(rs)}; target <= 1.0)")
 
 if __name__ == "__main__":
     main()

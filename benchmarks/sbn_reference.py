@@ -3,30 +3,35 @@
 The reference, zcrabbit/sbn models.py, is Python 2 (dicts of bitarray strings,
 one ete3 tree at a time).  This script converts it with lib2to3 at run time
 (never committed here), fits SBN-SA and a fixed number of SBN-EM iterations to
-one short run of DS1 with both implementations, interleaved, and prints the
-time ratio and the largest difference between their tree probabilities.
+one short run of DS1 with both implementations, interleaved over ``--repeats``
+rounds after a discarded warm-up round, and prints the median of the per-repeat
+time ratios (CPU time by default: ``--clock wall`` for wall time) and the largest
+difference between their tree probabilities.
 
     pip install --target /tmp/sbnref_pkgs ete3 bitarray six     # the reference's dependencies
     git clone https://github.com/zcrabbit/sbn /tmp/sbn          # or any copy of models.py
     PYTHONPATH=.:/tmp/sbnref_pkgs python benchmarks/sbn_reference.py \\
-        --models /tmp/sbn/models.py --data-dir ../shared/data [--dataset DS1 --iters 3]
+        --models /tmp/sbn/models.py --data-dir ../shared/data [--dataset DS1 --iters 3 --repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
-import time
 import types
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from common.data import default_root
-from papers.sbn import data as D
-from papers.sbn import method as M
-from papers.sbn import trees as tr
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench  # noqa: E402
+from common.data import default_root  # noqa: E402
+from papers.sbn import data as D  # noqa: E402
+from papers.sbn import method as M  # noqa: E402
+from papers.sbn import trees as tr  # noqa: E402
 
 
 def load_reference(models_py: Path):
@@ -48,6 +53,8 @@ def main() -> int:
     ap.add_argument("--dataset", default="DS1")
     ap.add_argument("--run", type=int, default=1, help="which short run (1-10)")
     ap.add_argument("--iters", type=int, default=3, help="EM iterations to time")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--clock", choices=("wall", "process"), default="process")
     args = ap.parse_args()
     from ete3 import Tree
 
@@ -58,33 +65,35 @@ def main() -> int:
     w = f.weights / f.weights.sum()
     taxa = f.taxa
     print(f"{args.dataset} short run {args.run}: {len(w)} trees, {len(taxa)} taxa; "
-          f"SBN-SA + {args.iters} EM iterations")
-
-    # ours: parse + encode + fit (everything from the Newick strings on)
-    t0 = time.process_time()
-    trees = tr.Trees.from_newick(f.newick, {t: i for i, t in enumerate(taxa)}, len(taxa))
-    vocab = M.Vocab(trees)
-    ids = np.arange(len(w))
-    model, _ = M.fit_em(vocab, ids, w, maxiter=args.iters, miniter=10**9)
-    ours_p = np.exp(model.loglik(ids))
-    t_ours = time.process_time() - t0
-
-    # reference: ete3 trees, bn_em_prob (trains SA inside), then bn_estimate per tree
+          f"SBN-SA + {args.iters} EM iterations; {args.clock} clock, median of {args.repeats} "
+          f"after a warm-up round")
     ete = {f"tree_{i}": Tree(s) for i, s in enumerate(f.newick)}
     names = list(ete)
-    t0 = time.process_time()
-    sbn = ref.SBN(taxa)
-    sbn.bn_em_prob(ete, names, list(w), maxiter=args.iters, miniter=10**9, abstol=0.0)
-    ref_p = np.array([sbn.bn_estimate(ete[n]) for n in names])
-    t_ref = time.process_time() - t0
 
-    print(f"  reference (Python, dicts):  {t_ref:8.2f} s CPU")
-    print(f"  papers/sbn (NumPy):         {t_ours:8.2f} s CPU  (includes parsing and encoding)")
-    print(f"  speed-up: {t_ref / t_ours:.0f}x")
-    print(f"  max |p_ours - p_ref| over the sample's trees: {np.abs(ours_p - ref_p).max():.2e} "
-          f"(largest p {ref_p.max():.3f})")
+    def ours():  # parse + encode + fit (everything from the Newick strings on)
+        trees = tr.Trees.from_newick(f.newick, {t: i for i, t in enumerate(taxa)}, len(taxa))
+        vocab = M.Vocab(trees)
+        ids = np.arange(len(w))
+        model, _ = M.fit_em(vocab, ids, w, maxiter=args.iters, miniter=10**9)
+        return np.exp(model.loglik(ids))
+
+    def reference():  # ete3 trees (parsed once, outside), bn_em_prob (trains SA inside), bn_estimate
+        sbn = ref.SBN(taxa)
+        sbn.bn_em_prob(ete, names, list(w), maxiter=args.iters, miniter=10**9, abstol=0.0)
+        return np.array([sbn.bn_estimate(ete[n]) for n in names])
+
+    outputs = {}
+    times = _bench.interleaved({"reference": reference, "ours": ours}, args.repeats, args.clock,
+                               report=lambda r, name, dt, out: outputs.__setitem__(name, out))
+    ratio, rs = _bench.ratios(times, "reference", "ours")
+    print(f"  reference (Python, dicts):  {statistics.median(times['reference']):8.2f} s")
+    print(f"  papers/sbn (NumPy):         {statistics.median(times['ours']):8.2f} s  "
+          f"(includes parsing and encoding)")
+    print(f"  speed-up: {ratio:.0f}x (repeats {_bench.fmt_ratios(rs)})")
+    diff = np.abs(outputs["ours"] - outputs["reference"]).max()
+    print(f"  max |p_ours - p_ref| over the sample's trees: {diff:.2e} "
+          f"(largest p {outputs['reference'].max():.3f})")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,11 @@
 """SVCCA / PWCCA core: known answers, an independent CCA (principal angles), the
-paper's PWCCA definition computed the slow way, layers of different sizes."""
+paper's PWCCA definition computed the slow way (the "centred" weighting), the
+reference code's own outputs on fixed inputs (the default "reference" weighting),
+layers of different sizes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +13,8 @@ import scipy.linalg
 import torch
 
 from papers.pwcca import method as M
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pwcca_reference.npz"
 
 
 @pytest.fixture
@@ -76,18 +82,52 @@ def test_canonical_correlations_are_cosines_of_principal_angles(rng):
 
 @pytest.mark.parametrize("n1,n2", [(12, 30), (30, 12), (20, 20)])
 def test_pwcca_matches_the_definition_for_layers_of_different_sizes(rng, n1, n2):
-    """The reference google/svcca raises IndexError when the second layer is the
-    smaller one (its PR #9); here both orders work and match the definition."""
+    """The centred weighting is the definition computed the slow way; the reference
+    google/svcca raises IndexError when the second layer is the smaller one (its
+    PR #9); here both orders work and match the definition."""
     z = rng.standard_normal((10, 3000))
     x = rng.standard_normal((n1, 10)) @ z + 0.5 * rng.standard_normal((n1, 3000))
     y = rng.standard_normal((n2, 10)) @ z + 0.5 * rng.standard_normal((n2, 3000))
     x *= rng.uniform(0.1, 10, (n1, 1))  # neurons of very different scales
     rho, pw = naive_pwcca(x, y)
-    res = M.cca(x, y)
+    res = M.cca(x, y, weighting="centred")
     assert res.rho.numpy() == pytest.approx(rho, abs=1e-9)
     assert res.pwcca == pytest.approx(pw, abs=1e-9)
     assert res.weights_from == (1 if n1 <= n2 else 2)
     assert res.weights.sum().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("case", ["gaussian", "relu_shared", "relu_dead_neuron"])
+def test_reference_weighting_equals_the_reference_code_on_fixed_inputs(case):
+    """tests/fixtures/pwcca_reference.npz holds google/svcca compute_pwcca's outputs
+    (made by tests/fixtures/make_pwcca_reference.py from its checkout)."""
+    f = np.load(FIXTURE)
+    a, b = f[f"{case}/acts1"], f[f"{case}/acts2"]
+    res = M.cca(a, b)  # "reference" is the default
+    assert res.pwcca == pytest.approx(float(f[f"{case}/pwcca"]), abs=1e-12)
+    assert res.weights.numpy() == pytest.approx(f[f"{case}/weights"], abs=1e-12)
+    assert res.coefs.numpy() == pytest.approx(f[f"{case}/coefs"], abs=1e-12)
+    # the reference's other branch crashes; here swapping the layers gives the same value
+    assert M.cca(b, a).pwcca == pytest.approx(res.pwcca, abs=1e-12)
+    assert M.cca(b, a).weights_from == 2
+    if case != "gaussian":  # nonnegative layers: the added-back means change the answer
+        assert abs(M.cca(a, b, weighting="centred").pwcca - res.pwcca) > 1e-3
+
+
+def test_reference_weighting_gram_shortcut_equals_the_explicit_qr(rng, monkeypatch):
+    """The projections come from a Cholesky factor of D D^T instead of a QR of the
+    data-point-sized D^T; forcing the QR fallback must give the same weights."""
+    z = rng.standard_normal((5, 600))
+    a = np.maximum(rng.standard_normal((7, 5)) @ z + 0.4, 0)
+    b = np.maximum(rng.standard_normal((9, 5)) @ z + 0.2 * rng.standard_normal((9, 600)), 0)
+    fast = M.cca(a, b)
+    real = torch.linalg.cholesky_ex
+    monkeypatch.setattr(torch.linalg, "cholesky_ex",
+                        lambda m: (real(m)[0], torch.tensor(1)))  # "not positive definite"
+    slow = M.cca(a, b)
+    assert slow.weights.numpy() == pytest.approx(fast.weights.numpy(), abs=1e-12)
+    with pytest.raises(ValueError, match="weighting"):
+        M.cca(a, b, weighting="uncentred")
 
 
 def test_pwcca_weights_favour_high_variance_shared_directions(rng):

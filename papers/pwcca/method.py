@@ -35,15 +35,34 @@ W_x^T C_xy W_y = A diag(rho) B^T the canonical variates are H = X^T W_x A
 :func:`prepare` does the per-layer half once, so an N x N distance matrix
 costs N eigendecompositions and N^2 / 2 cross products.
 
-Details checked against the reference google/svcca (cca_core.py, pwcca.py)
-and the issues reported on it, which this implementation avoids: its PWCCA
-branch for a second layer with fewer neurons indexes the first layer's
-activations with the second layer's mask (IndexError, google/svcca PR #9);
-it orthonormalises the CCA weight vectors applied to *uncentred*
-activations rather than projecting onto the canonical variates (see
-moskomule/anatome issue #30); its SVCCA tutorial thresholds the sum of
-unsquared singular values.  Here everything is centred, the weights use the
-canonical variates as the paper defines them, and the 99% is of variance.
+Two PWCCA weightings (``weighting=`` of :func:`cca_layers`; the experiments'
+claims use ``"reference"``, what produced the paper's figures):
+
+- ``"reference"`` (default): google/svcca ``pwcca.compute_pwcca``, the paper's
+  code.  Its "directions" are the SVD's left vectors ``u`` (computed in the
+  symmetric-whitened neuron basis, ``Sigma^-1/2`` from a pseudo-inverse) applied
+  to the centred activations *with the neuron means added back*, row i getting
+  neuron i's mean: ``D = u^T (X - m) + m``; these are orthonormalised by QR (in
+  their order), and alpha_i = sum_j |<p_i, x_j>| over the *uncentred* neurons
+  x_j; the coefficients are all singular values (zeros of a rank-deficient
+  layer included, so its null directions take weight too).  Because the means
+  are added to sign-ambiguous directions, the value depends on the SVD's sign
+  convention, so this SVD is numpy's, as in the reference (torch's LAPACK flips
+  some vectors); a test fixture made by running the reference on fixed inputs
+  checks agreement to 1e-12.  The side is chosen
+  as the reference does, by neuron count; where the reference's branch for a
+  second layer with fewer neurons indexes the first layer's activations with
+  the second's mask (an IndexError, google/svcca PR #9), the second layer is
+  used, i.e. the reference applied with its arguments swapped.
+- ``"centred"``: the paper's definition (§2.3) read literally: the canonical
+  variates of the centred activations (orthonormal without a QR) and the
+  centred neurons, the side with fewer retained dimensions; cheaper, and
+  invariant to the SVD's signs.  On trained networks the two differ by
+  0.02-0.12 (0.738 centred vs 0.687 reference on one pair; moskomule/anatome
+  issue #30 discusses the difference).
+
+Also checked against the reference: its SVCCA tutorial thresholds the sum of
+unsquared singular values; here the 99% is of variance.
 """
 
 from __future__ import annotations
@@ -73,6 +92,8 @@ class Layer:
     evals: torch.Tensor  # r retained eigenvalues of the scatter matrix X X^T, descending
     evecs: torch.Tensor  # n x r matching eigenvectors
     n_neurons: int
+    means: torch.Tensor | None = None  # n x 1 neuron means (the reference weighting needs them)
+    gram: torch.Tensor | None = None  # n x n centred scatter matrix X X^T
 
     @property
     def rank(self) -> int:
@@ -83,7 +104,8 @@ class Layer:
         frac = torch.cumsum(self.evals, 0) / self.evals.sum()
         d = int(torch.searchsorted(frac, torch.tensor(keep_variance, dtype=frac.dtype)).item()) + 1
         d = min(d, self.rank)
-        return Layer(self.centred, self.evals[:d], self.evecs[:, :d], self.n_neurons)
+        return Layer(self.centred, self.evals[:d], self.evecs[:, :d], self.n_neurons,
+                     self.means, self.gram)
 
 
 def prepare(acts, epsilon: float = EPSILON) -> Layer:
@@ -92,21 +114,23 @@ def prepare(acts, epsilon: float = EPSILON) -> Layer:
     n, m = x.shape
     if m < 2:
         raise ValueError("need at least two data points")
-    x = x - x.mean(dim=1, keepdim=True)
+    means = x.mean(dim=1, keepdim=True)
+    x = x - means
     gram = x @ x.T
     evals, evecs = torch.linalg.eigh(gram)
     evals, evecs = evals.flip(0), evecs.flip(1)  # descending
     top = evals[0].clamp_min(0)
     keep = evals > epsilon * top if top > 0 else torch.zeros_like(evals, dtype=torch.bool)
-    return Layer(x, evals[keep], evecs[:, keep], n)
+    return Layer(x, evals[keep], evecs[:, keep], n, means, gram)
 
 
 @dataclass
 class CCAResult:
     rho: torch.Tensor  # canonical correlations, descending (min(rank1, rank2) of them)
-    weights: torch.Tensor  # PWCCA weights alpha (sum to 1), aligned with rho
-    weights_from: int  # 1 or 2: the layer whose canonical variates gave the weights
+    weights: torch.Tensor  # PWCCA weights alpha (sum to 1), aligned with coefs
+    weights_from: int  # 1 or 2: the layer whose directions gave the weights
     ranks: tuple[int, int]
+    coefs: torch.Tensor | None = None  # the correlations the weights multiply (None: rho)
 
     @property
     def mean(self) -> float:
@@ -114,11 +138,50 @@ class CCAResult:
 
     @property
     def pwcca(self) -> float:
-        return (self.weights * self.rho).sum().item() if len(self.rho) else 0.0
+        coefs = self.rho if self.coefs is None else self.coefs
+        return (self.weights * coefs).sum().item() if len(coefs) else 0.0
 
 
-def cca_layers(a: Layer, b: Layer) -> CCAResult:
-    """CCA between two prepared layers (same data points), with PWCCA weights."""
+WEIGHTINGS = ("reference", "centred")
+
+
+def _pinv_sqrt(gram: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of the pseudo-inverse (numpy's pinv cut-off, 1e-15 x max)."""
+    w, v = torch.linalg.eigh(gram)
+    inv = torch.where(w > 1e-15 * w.abs().max(), 1.0 / w, torch.zeros_like(w))
+    return (v * inv.sqrt()) @ v.T
+
+
+def reference_weights(a: Layer, b: Layer) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """google/svcca ``compute_pwcca``'s weights and coefficients (module docstring):
+    ``(alpha, coefs, side)``; ``side`` is the layer whose directions were weighted."""
+    x, y, side = (a, b, 1) if a.n_neurons <= b.n_neurons else (b, a, 2)
+    n = x.centred.shape[1]
+    arr = _pinv_sqrt(x.gram) @ (x.centred @ y.centred.T) @ _pinv_sqrt(y.gram)
+    # numpy's SVD, as the reference's: the value depends on the singular vectors' signs,
+    # and torch's LAPACK picks other signs for some of them (seen on Gaussian inputs)
+    u, coefs, _ = (torch.from_numpy(t) for t in np.linalg.svd(arr.numpy(), full_matrices=False))
+    m = x.means
+    # Gram form of the QR of D^T, D = u^T Xc + m 1^T: D D^T = u^T G u + n m m^T and
+    # D X^T = u^T G + n m m^T, so with D D^T = L L^T the QR projections are L^-1 D X^T
+    dd = u.T @ x.gram @ u + n * (m @ m.T)
+    dx = u.T @ x.gram + n * (m @ m.T)
+    chol, info = torch.linalg.cholesky_ex(dd)
+    pivots = chol.diagonal()
+    if info == 0 and pivots.min() > 1e-6 * pivots.max():
+        proj = torch.linalg.solve_triangular(chol, dx, upper=False)
+    else:  # D is rank-deficient: the explicit QR, as the reference
+        q, _ = torch.linalg.qr((u.T @ x.centred + m).T)
+        proj = q.T @ (x.centred + m).T
+    alpha = proj.abs().sum(1)
+    return alpha / alpha.sum(), coefs, side
+
+
+def cca_layers(a: Layer, b: Layer, weighting: str = "reference") -> CCAResult:
+    """CCA between two prepared layers (same data points), with PWCCA weights
+    (``weighting``: ``"reference"`` or ``"centred"``, see the module docstring)."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown PWCCA weighting {weighting!r}: one of {', '.join(WEIGHTINGS)}")
     if a.centred.shape[1] != b.centred.shape[1]:
         raise ValueError(f"layers see different numbers of data points: "
                          f"{a.centred.shape[1]} vs {b.centred.shape[1]}")
@@ -136,25 +199,29 @@ def cca_layers(a: Layer, b: Layer) -> CCAResult:
     else:
         proj = (b.evecs * b.evals.sqrt()) @ vh.T
         src = 2
+    if weighting == "reference":
+        alpha, coefs, src = reference_weights(a, b)
+        return CCAResult(rho, alpha, src, (a.rank, b.rank), coefs)
     alpha = proj.abs().sum(0)
     alpha = alpha / alpha.sum()
     return CCAResult(rho, alpha, src, (a.rank, b.rank))
 
 
-def cca(acts1, acts2, epsilon: float = EPSILON) -> CCAResult:
+def cca(acts1, acts2, epsilon: float = EPSILON, weighting: str = "reference") -> CCAResult:
     """CCA of two activation matrices (neurons x data points)."""
-    return cca_layers(prepare(acts1, epsilon), prepare(acts2, epsilon))
+    return cca_layers(prepare(acts1, epsilon), prepare(acts2, epsilon), weighting)
 
 
-def similarities(a: Layer, b: Layer, keep_variance: float = SVCCA_KEEP) -> dict:
+def similarities(a: Layer, b: Layer, keep_variance: float = SVCCA_KEEP,
+                 weighting: str = "reference") -> dict:
     """Mean CCA, SVCCA and PWCCA similarity (1 = same up to a linear map) of two layers."""
-    full = cca_layers(a, b)
-    sv = cca_layers(a.top(keep_variance), b.top(keep_variance))
+    full = cca_layers(a, b, weighting)
+    sv = cca_layers(a.top(keep_variance), b.top(keep_variance), "centred")  # its rho only
     return {"mean_cca": full.mean, "svcca": sv.mean, "pwcca": full.pwcca}
 
 
-def pwcca_distance(acts1, acts2, epsilon: float = EPSILON) -> float:
-    return 1.0 - cca(acts1, acts2, epsilon).pwcca
+def pwcca_distance(acts1, acts2, epsilon: float = EPSILON, weighting: str = "reference") -> float:
+    return 1.0 - cca(acts1, acts2, epsilon, weighting).pwcca
 
 
 def distance_matrix(layers: list[Layer], measure: str = "pwcca",
