@@ -57,9 +57,9 @@ claims use ``"reference"``, what produced the paper's figures):
 - ``"centred"``: the paper's definition (§2.3) read literally: the canonical
   variates of the centred activations (orthonormal without a QR) and the
   centred neurons, the side with fewer retained dimensions; cheaper, and
-  invariant to the SVD's signs.  On trained networks the two differ by
-  0.02-0.12 (0.738 centred vs 0.687 reference on one pair; moskomule/anatome
-  issue #30 discusses the difference).
+  invariant to the SVD's signs.  The two differ (0.687 centred vs 0.738
+  reference on benchmarks/pwcca.py's ReLU-like layers; moskomule/anatome issue
+  #30 discusses the difference).
 
 Also checked against the reference: its SVCCA tutorial thresholds the sum of
 unsquared singular values; here the 99% is of variance.
