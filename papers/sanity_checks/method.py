@@ -4,7 +4,9 @@ Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim. "Sanity checks for saliency
 maps". NeurIPS 2018, arXiv:1810.03292.
 
 Attribution methods (§2; maps for the logit of the predicted class, batched
-over images, any classifier whose ReLUs are ``nn.ReLU`` modules):
+over images, any classifier whose ReLUs are ``nn.ReLU`` modules; Gradient,
+Gradient (.) Input and Integrated Gradients live in common/saliency.py, shared
+with papers/senn):
 
 - Gradient (Simonyan et al.): dS_c/dx.
 - Gradient (.) Input.
@@ -50,6 +52,9 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common.saliency import (grad_x_input, gradient, integrated_gradients,  # noqa: F401  (re-exported)
+                             predicted_class, selected_logit_grad)
 
 METHODS = ("gradient", "grad_x_input", "integrated_gradients", "guided_backprop", "gradcam",
            "guided_gradcam", "smoothgrad", "vargrad")
@@ -123,40 +128,6 @@ def randomised(model: CNN, blocks, generator: torch.Generator) -> CNN:
 # ------------------------------------------------------------ attributions
 
 
-def _selected_logit_grad(model, x, target, create_graph=False):
-    x = x.detach().requires_grad_(True)
-    out = model(x)
-    score = out.gather(1, target[:, None]).sum()
-    (g,) = torch.autograd.grad(score, x, create_graph=create_graph)
-    return g
-
-
-def predicted_class(model, x, batch_size: int = 1000) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(xb).argmax(1) for xb in x.split(batch_size)])
-
-
-def gradient(model, x, target):
-    return _selected_logit_grad(model, x, target)
-
-
-def grad_x_input(model, x, target):
-    return gradient(model, x, target) * x
-
-
-def integrated_gradients(model, x, target, steps: int = 50, baseline=None):
-    """Zero-baseline IG, trapezoid rule on ``steps`` equally spaced points of [0, 1],
-    all path points of all images in one batch."""
-    baseline = torch.zeros_like(x) if baseline is None else baseline
-    alphas = torch.linspace(0, 1, steps, dtype=x.dtype, device=x.device)
-    w = torch.full((steps,), 1.0 / (steps - 1), dtype=x.dtype, device=x.device)
-    w[0] = w[-1] = 0.5 / (steps - 1)
-    path = baseline[None] + alphas.view(-1, 1, 1, 1, 1) * (x - baseline)[None]  # S x B x C x H x W
-    g = _selected_logit_grad(model, path.flatten(0, 1), target.repeat(steps))
-    avg = (g.view(steps, *x.shape) * w.view(-1, 1, 1, 1, 1)).sum(0)
-    return (x - baseline) * avg
-
-
 @contextlib.contextmanager
 def guided_relus(model: nn.Module):
     """Within the block, every nn.ReLU passes back only positive gradients
@@ -173,7 +144,7 @@ def guided_relus(model: nn.Module):
 
 def guided_backprop(model, x, target):
     with guided_relus(model):
-        return _selected_logit_grad(model, x, target)
+        return selected_logit_grad(model, x, target)
 
 
 def gradcam(model, x, target, layer: nn.Module | None = None, size=None):
@@ -205,7 +176,7 @@ def noisy_gradients(model, x, target, samples: int = 50, noise: float = 0.15,
     span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(1, -1, 1, 1, 1)
     eps = torch.randn((samples, *x.shape), generator=generator, dtype=x.dtype).to(x.device)
     noisy = x[None] + noise * span * eps
-    g = _selected_logit_grad(model, noisy.flatten(0, 1), target.repeat(samples))
+    g = selected_logit_grad(model, noisy.flatten(0, 1), target.repeat(samples))
     return g.view(samples, *x.shape)
 
 
