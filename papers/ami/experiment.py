@@ -8,16 +8,17 @@ are not available offline).
    ``common.adversarial.adversarial_train`` (a resumable epoch loop).
 3. ``find_witnesses``: attribute substitution and preservation probes of fresh images
    (exact re-renderings), witnesses per attribute on the chosen layer.
-4. ``calibrate``: the steered model for every strengthening factor alpha of the sweep;
-   the operating point is the largest alpha whose false-positive rate on *clean
-   validation* images is at most ``target_fpr`` (the paper operates at 9.91%).
+4. Calibration: the steered model for every strengthening factor alpha and weakening
+   w of a grid; the operating point is the strongest steering whose false-positive rate
+   on *clean validation* images is at most ``target_fpr`` (the paper operates at 9.91%);
+   the alpha sweep runs at the chosen w.
 5. Oblivious attacks on the original model (``common.attacks``): untargeted FGSM,
    targeted L-inf PGD and targeted C&W-L2 (random target != label); detection = the
    steered model's label differs from the original's, over the examples that fooled the
    original; the false-positive rate on clean test images beside it, always.
 6. Adaptive attacks (Carlini): targeted PGD and C&W-L2 on ``method.BothAgree`` (original
    and steered model must both output the target), same eps / same C&W settings.
-7. The alpha sweep: FPR, oblivious detection and adaptive-PGD detection per alpha.
+7. The alpha sweep (at the chosen w): FPR, oblivious and adaptive-PGD detection per alpha.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ def train(epochs=8, batch_size=128, lr=1e-3):
 
 
 @gin.configurable(module="ami")
-def steer(alphas=(1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0), s=1.0, w=3.0, target_fpr=9.91):
-    """Strengthening factors swept; the witness-gain width s; the weakening w; the
-    operating point's validation false-positive rate (the paper's 9.91%)."""
-    return dict(alphas=tuple(alphas), s=s, w=w, target_fpr=target_fpr)
+def steer(alphas=(1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0), s=1.0,
+          weakenings=(1.0, 3.0, 10.0, 30.0, 1e9), target_fpr=9.91):
+    """Strengthening factors swept; the witness-gain width s; the weakening parameters w
+    tried in the calibration (1e9: in effect no weakening); the operating point's validation false-positive rate (the
+    paper's 9.91%)."""
+    return dict(alphas=tuple(alphas), s=s, weakenings=tuple(weakenings), target_fpr=target_fpr)
 
 
 @gin.configurable(module="ami")
@@ -183,19 +186,27 @@ def run(ctx: RunContext) -> dict:
     metrics["witnesses/total"] = int(mask.sum())
     metrics["witnesses/min_per_part"] = min(metrics[f"witnesses/{p}"] for p in F.PARTS)
 
-    def steered_at(alpha):
-        return M.Steered(model, scfg["layer"], mask, alpha, stcfg["s"], stcfg["w"]).eval()
+    def steered_at(alpha, w):
+        return M.Steered(model, scfg["layer"], mask, alpha, stcfg["s"], w).eval()
 
-    # operating point: largest alpha with validation FPR <= target (clean data only)
+    # operating point (clean validation data only): among the (alpha, w) whose validation
+    # FPR is <= target, the one with the highest FPR (the strongest steering within the
+    # budget; ties: larger alpha, then stronger weakening); none: the lowest FPR
     val_orig = M.predictions(model, xv)
-    val_fpr = {}
-    for a in stcfg["alphas"]:
-        val_fpr[a] = 100.0 * float((M.predictions(steered_at(a), xv) != val_orig).float().mean())
-    ok = [a for a in stcfg["alphas"] if val_fpr[a] <= stcfg["target_fpr"]]
-    alpha = max(ok) if ok else min(stcfg["alphas"])
-    metrics["alpha"] = alpha
-    metrics["val_fpr"] = val_fpr[alpha]
-    ctx.log(f"validation FPR per alpha: {val_fpr}; operating alpha {alpha}")
+    grid = {}
+    for w in stcfg["weakenings"]:
+        for a in stcfg["alphas"]:
+            grid[(a, w)] = 100.0 * float((M.predictions(steered_at(a, w), xv) != val_orig).float().mean())
+    ok = [k for k, v in grid.items() if v <= stcfg["target_fpr"]]
+    if ok:
+        alpha, weak = max(ok, key=lambda k: (grid[k], k[0], -k[1]))
+    else:
+        alpha, weak = min(grid, key=lambda k: (grid[k], -k[0]))
+    val_fpr = {a: grid[(a, weak)] for a in stcfg["alphas"]}
+    metrics["alpha"], metrics["weakening"] = alpha, weak
+    metrics["val_fpr"] = grid[(alpha, weak)]
+    ctx.log("validation FPR per (alpha, w): " + ", ".join(f"({a:g}, {w:g}): {v:.1f}" for (a, w), v in grid.items())
+            + f"; operating point alpha {alpha:g}, w {weak:g}")
 
     # attacked images: correctly classified test images, a random target != label
     clean_pred = M.predictions(model, xt)
@@ -204,7 +215,7 @@ def run(ctx: RunContext) -> dict:
     g = ctx.generator("targets")
     target = ((y.cpu() + torch.randint(1, scfg["classes"], (len(y),), generator=g)) % scfg["classes"]).to(dev)
 
-    steered = steered_at(alpha)
+    steered = steered_at(alpha, weak)
     advs = run_attacks(ctx, model, steered, x, y, target, acfg)
     res = evaluate(model, steered, advs, x, y, target, clean_pred, M.predictions(steered, xt))
     for name, st in res.items():
@@ -224,7 +235,7 @@ def run(ctx: RunContext) -> dict:
     # the strengthening-factor sweep (oblivious examples are fixed; adaptive PGD per alpha)
     sweep = {}
     for a in stcfg["alphas"]:
-        st_a = steered_at(a)
+        st_a = steered_at(a, weak)
         adv_a = {k: v for k, v in advs.items() if k.startswith("oblivious")}
         adv_a.update(run_attacks(ctx, model, st_a, x, y, target, acfg, adaptive_only=True))
         r = evaluate(model, st_a, adv_a, x, y, target, clean_pred, M.predictions(st_a, xt))
@@ -244,7 +255,9 @@ def run(ctx: RunContext) -> dict:
                             "parts": list(F.PARTS), "table": data["table"].tolist(), "shapes": list(F.SHAPES)})
     ctx.save_json("witnesses", {"layer": scfg["layer"], **wit})
     ctx.save_json("detection", {"alpha": alpha, "results": res})
-    ctx.save_json("sweep", {"alpha": alpha, "target_fpr": stcfg["target_fpr"], "sweep": sweep})
+    ctx.save_json("sweep", {"alpha": alpha, "weakening": weak,
+                            "target_fpr": stcfg["target_fpr"], "sweep": sweep,
+                            "calibration": [[a, w, v] for (a, w), v in grid.items()]})
     examples = {"clean": {"images": x[:n_show, 0].tolist(), "orig": y[:n_show].tolist(),
                           "steered": M.predictions(steered, x[:n_show]).tolist()},
                 "labels": y[:n_show].tolist(), "targets": target[:n_show].tolist()}
