@@ -28,7 +28,6 @@ feature Fréchet distance of ``common.gan``'s judge).
 
 from __future__ import annotations
 
-import math
 
 import gin
 import torch

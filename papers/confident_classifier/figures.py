@@ -75,7 +75,7 @@ def detection_bars(record, out):
         ax.set_ylabel(label + " (%)")
         ax.set_ylim(0, 102)
     axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"in-distribution test accuracy: " + ", ".join(
+    fig.suptitle("in-distribution test accuracy: " + ", ".join(
         f"{v} {m[f'{v}/test_acc']:.2f}%" for v in variants), fontsize=9)
     return plotting.save(fig, out / "fig4_detection_bars")
 
