@@ -18,6 +18,20 @@ in-distribution (max softmax probability; pass ``-entropy`` or
 - ``detection_acc``: ``max_t 0.5 * (TPR(t) + TNR(t))`` over every threshold
   (ODIN's ``1 - min_t {0.5 P_in(s < t) + 0.5 P_out(s >= t)}``).
 
+Difference from the ODIN-derived metric code (Liang et al.'s calMetric.py, which Lee
+et al.'s alinlab/Confident_classifier test script reuses, as described in the research
+notes): there, "TNR at TPR 95%" is ``1 -`` the *average* FPR over all thresholds of a
+fixed grid whose TPR lies in [0.94, 0.96], not the FPR at the one threshold where the
+TPR first reaches 95%; and detection accuracy is ``1 - min_t (FNR(t) + FPR(t)) / 2``
+over a grid of 200,000 thresholds between the smallest and the largest score, not over
+every distinct score.  Here both are exact on the empirical ROC (every distinct
+threshold, ties handled as above).  On smooth score distributions the two agree to
+well under 0.5 percentage points (``tests/test_ood.py`` checks this against an
+implementation of the grid-averaged form); they differ most when few scores fall near
+TPR 95%, where the averaged form mixes in neighbouring thresholds.  ``auroc``,
+``aupr_in`` and ``aupr_out`` equal scikit-learn's ``roc_auc_score`` and
+``average_precision_score`` (also checked there).
+
 Calibration (Guo et al. 2017, §2): ``ece`` is the top-label expected calibration
 error over equal-width confidence bins ``(k/B, (k+1)/B]`` (a confidence exactly
 on an edge falls in the lower bin; bin 0 also takes 0); ``nll`` the mean

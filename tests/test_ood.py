@@ -1,6 +1,8 @@
-"""common/ood.py against independent brute-force computations (scikit-learn is not
-installed here): pairwise AUROC, per-positive average precision, threshold scans,
-and ECE / NLL / Brier worked by hand, with ties and bin-edge confidences."""
+"""common/ood.py against independent brute-force computations (pairwise AUROC,
+per-positive average precision, threshold scans, and ECE / NLL / Brier worked by
+hand, with ties and bin-edge confidences), against scikit-learn's roc_auc_score,
+average_precision_score and roc_curve, and against the ODIN-style grid-averaged
+TNR at TPR 95% / detection accuracy (within 0.5 pp on smooth scores)."""
 
 from __future__ import annotations
 
@@ -112,3 +114,58 @@ def test_mutual_information():
     split = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # confident and opposite: log 2
     assert ood.mutual_information(split).item() == pytest.approx(math.log(2))
     assert ood.entropy(split.mean(0)).item() == pytest.approx(math.log(2))
+
+
+# ------------------------------------------------------------------ scikit-learn and ODIN cross-checks
+
+
+def _labelled(s_in, s_out):
+    scores = np.concatenate([np.asarray(s_in, float), np.asarray(s_out, float)])
+    return np.concatenate([np.ones(len(s_in)), np.zeros(len(s_out))]), scores
+
+
+@pytest.mark.parametrize("seed,ties", [(3, False), (4, True), (5, True)])
+def test_detection_against_scikit_learn(seed, ties):
+    """AUROC, AUPR-in/out and TNR at TPR 95% against scikit-learn's roc_auc_score,
+    average_precision_score and roc_curve (an independent implementation)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(seed)
+    s_in, s_out = rng.normal(1.0, 1.0, 800), rng.normal(0.0, 1.5, 500)
+    if ties:
+        s_in, s_out = np.round(s_in, 1), np.round(s_out, 1)
+    got = ood.detection(s_in, s_out)
+    y, s = _labelled(s_in, s_out)
+    assert got["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert got["aupr_in"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert got["aupr_out"] == pytest.approx(average_precision_score(1 - y, -s), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    assert got["tnr_at_tpr95"] == pytest.approx(1 - fpr[np.argmax(tpr >= 0.95)], abs=1e-12)
+    assert got["detection_acc"] == pytest.approx((0.5 * (tpr + 1 - fpr)).max(), abs=1e-12)
+
+
+def odin_style(s_in, s_out, steps=200_000):
+    """The grid-averaged form of the ODIN-derived metric code (see common/ood.py's
+    docstring): TNR = 1 - mean FPR over grid thresholds with TPR in [0.94, 0.96];
+    detection accuracy = 1 - min over the grid of (FNR + FPR) / 2."""
+    s_in, s_out = np.sort(np.asarray(s_in, float)), np.sort(np.asarray(s_out, float))
+    lo, hi = min(s_in.min(), s_out.min()), max(s_in.max(), s_out.max())
+    grid = np.arange(lo, hi, (hi - lo) / steps)
+    tpr = 1 - np.searchsorted(s_in, grid, side="left") / len(s_in)     # P_in(s >= t)
+    fpr = 1 - np.searchsorted(s_out, grid, side="right") / len(s_out)  # P_out(s > t)
+    band = (tpr >= 0.94) & (tpr <= 0.96)
+    return 1 - fpr[band].mean(), 1 - (0.5 * ((1 - tpr) + fpr)).min()
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_exact_roc_vs_odin_grid_average(seed):
+    """On smooth scores the exact TNR at TPR 95% and detection accuracy stay within
+    0.5 pp of the ODIN-style grid-averaged forms (the difference the docstring states)."""
+    rng = np.random.default_rng(seed)
+    s_in, s_out = rng.normal(2.0, 1.0, 5000), rng.normal(0.0, 1.0, 5000)
+    got = ood.detection(s_in, s_out)
+    tnr_odin, acc_odin = odin_style(s_in, s_out)
+    assert abs(got["tnr_at_tpr95"] - tnr_odin) < 0.005
+    assert abs(got["detection_acc"] - acc_odin) < 0.005
+    # the two are different definitions: not equal to round-off
+    assert got["tnr_at_tpr95"] != pytest.approx(tnr_odin, abs=1e-9)
