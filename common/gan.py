@@ -55,7 +55,8 @@ Training:
   per epoch under ``key`` through ``ctx.resumable``; one host sync per epoch; logs the
   epoch's mean losses and saves a sample grid per epoch (``<run>/samples/``).
   Returns the history (one row per epoch; ``monitor(gan)`` adds entries).
-- ``noise(n, z_dim, generator, device)``, ``sample(G, n, generator, y=None)``.
+- ``noise(n, z_dim, generator, device)``, ``sample(G, n, generator, y=None)``;
+  ``frozen(module)``: a context in which the module's parameters take no gradient.
 
 Sample quality (all three papers check it; the Inception network cannot be fetched
 offline, so its place is taken by an independent MNIST classifier, the "judge"):
@@ -273,7 +274,7 @@ def sample(G: nn.Module, n: int, generator: torch.Generator | None = None,
 
 
 @contextlib.contextmanager
-def _frozen(module: nn.Module):
+def frozen(module: nn.Module):
     """Parameters without gradients inside (the gradient still flows to the input)."""
     flags = [p.requires_grad for p in module.parameters()]
     for p in module.parameters():
@@ -321,7 +322,7 @@ def critic_step(gan: GAN, xb, yb, generator):
     gan.opt_d.step()
     if gan.I is not None:  # G frozen: the inverter's loss trains the inverter only
         zi = noise(len(xb), cfg.z_dim, generator, dev)
-        with _frozen(G):
+        with frozen(G):
             li = inverter_loss(G, gan.I, xb, zi, cfg.inverter_lambda)
             gan.opt_i.zero_grad(set_to_none=True)
             li.backward()
@@ -335,7 +336,7 @@ def generator_step(gan: GAN, n: int, generator, device, g_extra=None):
     z = noise(n, cfg.z_dim, generator, device)
     yf = torch.randint(gan.n_classes, (n,), generator=generator).to(device) if gan.n_classes else None
     fake = G(z, yf)
-    with _frozen(D):
+    with frozen(D):
         fake_s, fake_c = D(fake)
     adv = g_loss_wgan(fake_s) if cfg.loss == "wgan-gp" else g_loss_dcgan(fake_s)
     loss, stats = adv, {"g_loss": adv.detach()}

@@ -23,12 +23,13 @@ joint classifier + GAN training of Algorithm 1, and the models of the experiment
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.gan import frozen
 
 # ------------------------------------------------------------------ the loss
 
@@ -51,19 +52,6 @@ def confidence_loss(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor,
     ce = F.cross_entropy(logits[:len(x_in)], y_in)
     kl = kl_uniform(logits[len(x_in):])
     return ce + beta * kl, {"ce": ce.detach(), "kl": kl.detach()}
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """Parameters without gradients inside (the gradient still reaches the input)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
 
 
 def generator_kl(classifier: nn.Module, beta: float):
