@@ -38,17 +38,34 @@ from registry import PROFILES, ROOT, Experiment, ReproError, RunInterrupted
 def git_info() -> dict:
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+                              timeout=10).stdout.rstrip()  # porcelain lines start with a space
 
     try:
         commit = git("rev-parse", "HEAD")
-        changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+        changed = changed_files(git("status", "--porcelain", "--untracked-files=all"))
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     if not commit:
         return {"commit": None, "dirty": None}
     # the modified files, so a reader can tell whether the experiment's own code was among them
     return {"commit": commit, "dirty": bool(changed), "dirty_files": changed[:50]}
+
+
+_CODE_DIRS = ("registry/", "common/", "papers/")
+_CODE_SUFFIXES = (".py", ".gin", ".toml")
+
+
+def changed_files(porcelain: str) -> list[str]:
+    """What makes a run dirty, from ``git status --porcelain --untracked-files=all``:
+    every modified tracked file, and untracked (not ignored) code, configs and claims
+    under registry/, common/ and papers/ (a new plugin not yet committed is code the
+    commit does not describe)."""
+    out = []
+    for line in porcelain.splitlines():
+        path = line[3:]
+        if not line.startswith("??") or (path.startswith(_CODE_DIRS) and path.endswith(_CODE_SUFFIXES)):
+            out.append(path)
+    return out
 
 
 def versions() -> dict:

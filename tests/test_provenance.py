@@ -160,3 +160,15 @@ def test_compare_prints_only(tmp_path, monkeypatch, capsys):
     chosen = report.plan(registry.get(name)).figure_record
     assert f"run {chosen.id}" in out and "archived" in out
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # not into reports/
+
+
+def test_untracked_plugin_code_makes_a_run_dirty():
+    """A plugin written but not committed is code the recorded commit does not hold."""
+    from common.execute import changed_files
+
+    porcelain = "\n".join([" M common/train.py", "?? papers/new/experiment.py",
+                           "?? papers/new/configs/cpu.gin", "?? papers/new/claims.toml",
+                           "?? notes.txt", "?? papers/new/figure.png", "?? scratch.py"])
+    assert changed_files(porcelain) == ["common/train.py", "papers/new/experiment.py",
+                                        "papers/new/configs/cpu.gin", "papers/new/claims.toml"]
+    assert changed_files("") == []
