@@ -418,10 +418,11 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> torch.Tenso
     """(N, 1, H, W) in [0, 1] -> one (rows*(H+pad)+pad, nrow*(W+pad)+pad) grey image."""
     n, _, h, w = images.shape
     rows = math.ceil(n / nrow)
+    cells = torch.ones(rows * nrow, h + pad, w + pad)  # each cell: the image after a pad above, left
+    cells[:n, pad:, pad:] = images[:, 0]
     out = torch.ones(rows * (h + pad) + pad, nrow * (w + pad) + pad)
-    for i in range(n):
-        r, c = divmod(i, nrow)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = images[i, 0]
+    out[:rows * (h + pad), :nrow * (w + pad)] = (
+        cells.view(rows, nrow, h + pad, w + pad).permute(0, 2, 1, 3).reshape(rows * (h + pad), -1))
     return out
 
 

@@ -290,3 +290,15 @@ def test_sample_quality_separates_data_from_a_collapsed_generator():
     assert bad["classes_covered"] == 1 and bad["diversity_min"] == pytest.approx(0.0, abs=1e-6)
     cond = gan.sample_quality(judge, _Replay(protos, n_classes=10), x[:2000], y[:2000], n=500)
     assert cond["judge_acc"] == pytest.approx(100.0) and good["judge_acc_real"] > 50
+
+
+def test_image_grid_places_every_image_in_its_cell():
+    """Row-major cells of (H + pad) x (W + pad), the image after the pad; white elsewhere."""
+    x = torch.rand(5, 1, 3, 4, generator=torch.Generator().manual_seed(0))
+    grid = gan.image_grid(x, nrow=2, pad=1)
+    assert grid.shape == (3 * 4 + 1, 2 * 5 + 1)
+    for i in range(5):
+        r, c = divmod(i, 2)
+        assert torch.equal(grid[1 + 4 * r: 4 + 4 * r, 1 + 5 * c: 5 + 5 * c], x[i, 0])
+    assert (grid[0] == 1).all() and (grid[:, 0] == 1).all()
+    assert (grid[9:12, 6:10] == 1).all()  # the sixth cell is empty

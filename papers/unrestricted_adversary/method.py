@@ -55,12 +55,16 @@ candidate filter by f and c).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.adversarial import evaluating
+from common.gan import frozen
 
 # ------------------------------------------------------------------ the loss terms
 
@@ -133,23 +137,6 @@ class SearchConfig:
     loss_scale: float = 1 / 64    # the reference's mean over its batch of 64, per candidate
 
 
-def _frozen_eval(*modules):
-    flags = []
-    for m in modules:
-        flags.append((m, m.training, [p.requires_grad for p in m.parameters()]))
-        m.eval()
-        for p in m.parameters():
-            p.requires_grad_(False)
-    return flags
-
-
-def _restore(flags):
-    for m, training, req in flags:
-        m.train(training)
-        for p, r in zip(m.parameters(), req):
-            p.requires_grad_(r)
-
-
 def latent_search(G: nn.Module, aux: nn.Module, f: nn.Module, z0: torch.Tensor, source: torch.Tensor,
                   target: torch.Tensor | None, cfg: SearchConfig,
                   generator: torch.Generator | None = None) -> dict:
@@ -161,8 +148,10 @@ def latent_search(G: nn.Module, aux: nn.Module, f: nn.Module, z0: torch.Tensor, 
     ``generator`` draws the gradient noise (sgd) on the CPU.  Returns the final
     images ``x``, latents ``z``, ``f_pred``, ``c_pred``, ``fooled`` (N,), the final
     loss terms and ``x0`` = g(z0, s)."""
-    flags = _frozen_eval(G, aux, f)
-    try:
+    with contextlib.ExitStack() as stack:  # all three in eval mode, without weight gradients
+        for m in (G, aux, f):
+            stack.enter_context(evaluating(m))
+            stack.enter_context(frozen(m))
         z0 = z0.detach()
         z = z0.clone().requires_grad_(True)
         params = [z]
@@ -212,8 +201,6 @@ def latent_search(G: nn.Module, aux: nn.Module, f: nn.Module, z0: torch.Tensor, 
                 "l0": parts["l0"], "l1": parts["l1"], "l2": parts["l2"],
                 "f_pred": parts["f_logits"].argmax(1), "c_pred": parts["c_logits"].argmax(1),
                 "fooled": fooling(parts["f_logits"], parts["c_logits"], source, target)}
-    finally:
-        _restore(flags)
 
 
 def _image_shape(G, z0, source):
