@@ -97,6 +97,47 @@ def test_planted_witnesses_are_recovered():
         assert float(d_pres[k]) < 1e-6 < float(d_sub[k])   # the part's own unit ignores the rest
 
 
+class PlantedConv(nn.Module):
+    """A conv 'layer' (N, 3, 32, 32): channel 0 reads only glyph ink at each pixel,
+    channel 1 is the whole image's mean at every pixel, channel 2 is dead."""
+
+    def forward(self, x):
+        ink = (x - 0.7).clamp_min(0)
+        glob = x.mean((2, 3), keepdim=True).expand_as(x)
+        return torch.cat([ink, glob, torch.zeros_like(x)], dim=1)
+
+
+def test_region_witnesses_are_recovered_on_a_conv_layer():
+    """Measured at the attribute's cells, the local ink channel is every attribute's only
+    witness (preservation keeps the part's pixels, so it does not move at all); the
+    global channel moves under preservation and fails; the dead channel never counts."""
+    x, _, p, _, g = faces(300, seed=4, noise=0.0)
+    net, boxes = PlantedConv(), F.boxes(p)
+    for k, part in enumerate(F.PARTS):
+        region = M.region_cells(boxes[:, k], F.SIZE, F.SIZE)
+        d_sub, d_pres = M.witness_scores(net, x, F.render(F.substitute(p, k, g)),
+                                         F.render(F.preserve(p, k, g)), region)
+        wit = M.select_witnesses(d_sub, d_pres, top_frac=1.0, ratio=0.5)
+        assert wit.nonzero().flatten().tolist() == [0], (part, d_sub, d_pres)
+        assert float(d_pres[0]) < 1e-6 < float(d_sub[0]) and float(d_sub[2]) == 0.0
+
+
+def test_region_cells_and_region_values_hand_example():
+    # 8x8 image, 4x4 map (stride 2): box rows 1..2, cols 4..6 overlaps map rows 0-1, cols 2-3
+    cells = M.region_cells(torch.tensor([[1.0, 4.0, 2.0, 6.0]]), 8, 4)
+    expect = torch.zeros(1, 4, 4, dtype=torch.bool)
+    expect[0, 0:2, 2:4] = True
+    assert torch.equal(cells, expect)
+    # a box on one pixel column 3 (the last pixel of map column 1) touches map column 1 only
+    one = M.region_cells(torch.tensor([[0.0, 3.0, 0.0, 3.0]]), 8, 4)
+    assert one.nonzero().tolist() == [[0, 0, 1]]
+    a = torch.arange(32.0).view(1, 2, 4, 4)
+    v = M.neuron_values(a, cells)
+    assert v.tolist() == [[(2 + 3 + 6 + 7) / 4, (18 + 19 + 22 + 23) / 4]]
+    with pytest.raises(ValueError):
+        M.neuron_values(a.flatten(1), cells)
+
+
 def test_conv_values_are_channel_sums():
     a = torch.arange(24.0).view(1, 2, 3, 4)
     assert M.neuron_values(a).tolist() == [[66.0, 210.0]]

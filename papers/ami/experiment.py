@@ -7,7 +7,8 @@ are not available offline).
 2. ``train_model``: a small CNN (``method.FaceNet``), Adam on cross entropy through
    ``common.adversarial.adversarial_train`` (a resumable epoch loop).
 3. ``find_witnesses``: attribute substitution and preservation probes of fresh images
-   (exact re-renderings), witnesses per attribute on the chosen layer.
+   (exact re-renderings), witnesses per attribute on the chosen layer (conv3, each
+   channel measured at the attribute's landmark cells).
 4. Calibration: the steered model for every strengthening factor alpha and weakening
    w of a grid; the operating point is the strongest steering whose false-positive rate
    on *clean validation* images is at most ``target_fpr`` (the paper operates at 9.91%);
@@ -49,11 +50,15 @@ ADAPTIVE = ("pgd", "cw")
 
 @gin.configurable(module="ami")
 def setup(classes=10, train_images=8000, val_images=1000, test_images=2000, witness_images=1000,
-          layer="fc1", top_frac=0.25, ratio=0.5, noise=0.06):
-    """Synthetic faces (``classes`` identities); the steered layer; the witness rule."""
+          layer="conv3", region=True, top_frac=0.25, ratio=0.5, noise=0.06):
+    """Synthetic faces (``classes`` identities); the steered layer; the witness rule
+    (``region``: on a conv layer, measure each channel at the attribute's cells only;
+    method.py, item 1)."""
+    if region and layer not in ("conv2", "conv3"):
+        raise ValueError(f"ami.setup.region needs a conv layer (conv2, conv3), got {layer!r}")
     return dict(classes=classes, train_images=train_images, val_images=val_images,
                 test_images=test_images, witness_images=witness_images, layer=layer,
-                top_frac=top_frac, ratio=ratio, noise=noise)
+                region=region, top_frac=top_frac, ratio=ratio, noise=noise)
 
 
 @gin.configurable(module="ami")
@@ -105,11 +110,15 @@ def find_witnesses(ctx: RunContext, model: M.FaceNet, data: dict, cfg: dict) -> 
     g = ctx.generator("witness")
     x, _, params = F.dataset(cfg["witness_images"], data["table"], g, noise=cfg["noise"])
     front, _ = model.split(cfg["layer"])
+    dev = ctx.device
+    map_size = front(x[:1].to(dev)).shape[-1] if cfg["region"] else None
+    boxes = F.boxes(params)
     out = {}
     for k, part in enumerate(F.PARTS):
         xs = F.render(F.substitute(params, k, g))
         xp = F.render(F.preserve(params, k, g))
-        d_sub, d_pres = M.witness_scores(front, x.to(ctx.device), xs.to(ctx.device), xp.to(ctx.device))
+        region = M.region_cells(boxes[:, k], F.SIZE, map_size).to(dev) if cfg["region"] else None
+        d_sub, d_pres = M.witness_scores(front, x.to(dev), xs.to(dev), xp.to(dev), region)
         wit = M.select_witnesses(d_sub, d_pres, cfg["top_frac"], cfg["ratio"])
         out[part] = {"d_sub": d_sub.tolist(), "d_pres": d_pres.tolist(),
                      "witnesses": wit.nonzero().flatten().tolist()}

@@ -12,7 +12,13 @@ examples?" (arXiv 1902.02322).
    d_sub(i) = mean_x |v_i(x_sub) - v_i(x)| / std_x v_i(x), d_pres likewise.  Neuron i is
    a witness of a when d_sub(i) is among the top ``top_frac`` of the layer and
    d_pres(i) <= ``ratio`` * d_sub(i) (both directions of the paper's bi-directional
-   inference; the paper's exact thresholds were not found, these are ours).
+   inference; the paper's exact thresholds were not found, these are ours).  On a conv
+   layer the default measures a channel at the attribute only: its mean over the
+   feature-map cells that overlap the attribute's landmark box (``region_cells``).  A
+   channel summed over the whole map mixes the attribute with the parts that
+   preservation replaces, so almost no channel passes the preservation test that way;
+   measured at the attribute, part-selective channels are found in every attribute.
+   The steering (item 2) acts on whole channels (their spatial sums), as before.
 2. Attribute-steered model (§3.2), in the form of the reference code (Gwinhen/AmI,
    src/pytorch/ami_model.py, read not copied): per image, with mu, sigma, m the mean,
    (population) standard deviation and minimum of the witness values,
@@ -65,17 +71,42 @@ class FaceNet(nn.Module):
         return self.net[:k], self.net[k:]
 
 
-def neuron_values(acts: torch.Tensor) -> torch.Tensor:
-    """(N, K) one value per neuron: a conv channel summed over space, an FC unit itself."""
-    return acts.flatten(2).sum(-1) if acts.dim() > 2 else acts
+def neuron_values(acts: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, K) one value per neuron: a conv channel summed over space, an FC unit itself.
+    With ``region`` (N, H, W), a conv channel's mean over the region's cells instead."""
+    if region is None:
+        return acts.flatten(2).sum(-1) if acts.dim() > 2 else acts
+    if acts.dim() != 4 or region.shape != (acts.shape[0], *acts.shape[2:]):
+        raise ValueError(f"a region (N, H, W) applies to conv activations (N, C, H, W); got "
+                         f"{tuple(region.shape)} for {tuple(acts.shape)}")
+    r = region.to(acts.dtype)
+    return torch.einsum("nchw,nhw->nc", acts, r) / r.sum((1, 2)).clamp_min(1.0)[:, None]
+
+
+def region_cells(boxes: torch.Tensor, image_size: int, map_size: int) -> torch.Tensor:
+    """(N, H, W) bool: the feature-map cells (stride image_size / map_size) whose pixel
+    footprint overlaps each box (N, 4) = (row0, col0, row1, col1) in pixel coordinates."""
+    s = image_size / map_size
+    first = torch.arange(map_size, dtype=boxes.dtype, device=boxes.device) * s  # first pixel
+    last = first + s - 1                                                      # last pixel
+
+    def overlap(lo, hi):  # (N, map_size)
+        return (last[None] >= lo[:, None]) & (first[None] <= hi[:, None])
+
+    rows, cols = overlap(boxes[:, 0], boxes[:, 2]), overlap(boxes[:, 1], boxes[:, 3])
+    return rows[:, :, None] & cols[:, None, :]
 
 
 @torch.no_grad()
 def witness_scores(front: nn.Module, x: torch.Tensor, x_sub: torch.Tensor,
-                   x_pres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                   x_pres: torch.Tensor, region: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(d_sub, d_pres), each (K,): the mean absolute change of every neuron's value under
-    substitution and under preservation, in units of the neuron's std over ``x``."""
-    v, vs, vp = (neuron_values(front(z)) for z in (x, x_sub, x_pres))
+    substitution and under preservation, in units of the neuron's std over ``x``.  With
+    ``region`` (N, H, W) (conv layers), a channel's value is its mean over the
+    attribute's cells (``region_cells``), so a witness is a channel whose response *at
+    the attribute* follows the attribute and ignores the rest of the face."""
+    v, vs, vp = (neuron_values(front(z), region) for z in (x, x_sub, x_pres))
     std = v.std(0)
     live = std > 1e-6 * std.max().clamp_min(1e-30)   # dead (constant) neurons score 0
     scale = torch.where(live, std, torch.ones_like(std))
