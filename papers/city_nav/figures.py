@@ -39,7 +39,8 @@ def learning_curves(record, out):
 
 def trajectories(record, out):
     """The courier city (streets, buildings, landmarks as stars) with the CityNav agent's
-    evaluation paths: each path from its start (circle); goals as crosses."""
+    evaluation paths of four environments (one colour each, every episode from its start,
+    a circle); their goals as crosses."""
     results = record.result("results")
     C, city, _ = _city(record, results["cities"]["courier"])
     name = "citynav" if "citynav" in results["courier"] else next(iter(results["courier"]))
@@ -55,8 +56,11 @@ def trajectories(record, out):
     for k, path in enumerate(paths):
         nodes = np.array([p[0] for p in path])
         goals = sorted({p[1] for p in path})
-        ax.plot(*city.pos[nodes].T, color=cols[k % 10], lw=1.4, alpha=0.85)
-        ax.scatter(*city.pos[nodes[0]], color=cols[k % 10], s=40, marker="o", zorder=6)
+        # a new episode restarts at a random node: break the line there (and mark the start)
+        jump = np.flatnonzero(np.linalg.norm(np.diff(city.pos[nodes], axis=0), axis=1) > 15.0) + 1
+        for seg in np.split(nodes, jump):
+            ax.plot(*city.pos[seg].T, color=cols[k % 10], lw=1.4, alpha=0.85)
+            ax.scatter(*city.pos[seg[0]], color=cols[k % 10], s=40, marker="o", zorder=6)
         ax.scatter(*city.pos[goals].T, color=cols[k % 10], s=50, marker="x", zorder=6)
     ax.set_title(f"{LABELS.get(name, name)}: evaluation paths (ProcCity seed {city.seed})", fontsize=9)
     ax.set_aspect("equal")
