@@ -73,11 +73,17 @@ def _walls(ax, layout: str):
 
 
 def trajectories(record, out):
-    """One evaluation episode of each trained method (lowest seed) in each world: the
+    """One evaluation episode of each trained method in each world, from the seed whose
+    final evaluation succeeded most (ties: the lowest seed; named in each title): the
     path (line), HIRO's subgoals as absolute positions (crosses, joined to where they
     were set), the target (star) and its success disc; Push also shows the block's
     start and end squares."""
-    train = record.result("training")
+    runs = _siblings(record)
+    trains = {r.seed: r.result("training") for r in runs}
+    train, seed_of = {}, {}
+    for key in trains[min(trains)]:
+        seed = max(sorted(trains), key=lambda s: (trains[s][key]["curve"][-1]["success"], -s))
+        train[key], seed_of[key] = trains[seed][key], seed
     envs = list(dict.fromkeys(k.split("/")[0] for k in train))
     methods = [m for m in LABEL if any(f"{e}/{m}" in train for e in envs)]
     fig, axes = plotting.subplots(len(envs), len(methods), figsize=(3.3 * len(methods), 3.2 * len(envs)),
@@ -107,6 +113,7 @@ def trajectories(record, out):
                     ax.plot([p[0], g[0]], [p[1], g[1]], color="crimson", lw=0.6, alpha=0.6)
                 ax.plot(sub[:, 0], sub[:, 1], "x", color="crimson", ms=5, label="subgoals")
             final = train[key]["curve"][-1]["success"]
-            ax.set_title(f"{env}: {LABEL[method]}\n(eval success {final:.2f})", fontsize=8)
+            ax.set_title(f"{env}: {LABEL[method]}\n(seed {seed_of[key]}, final eval success {final:.2f})",
+                         fontsize=8)
             ax.tick_params(labelsize=6)
     return plotting.save(fig, out / "trajectories")
