@@ -229,3 +229,23 @@ def test_sequence_batch_keeps_the_death_step_in_the_done_loss():
     _, with_death = M.mdn_loss(model, z, a, zn, mz, d, 10.0, done_mask=m)
     _, without = M.mdn_loss(model, z, a, zn, mz, d, 10.0)   # mask_z alone would drop the death step
     assert with_death["done_bce"] > 5 * without["done_bce"]
+
+
+def test_done_probability_undoes_the_loss_weighting():
+    # the weighted cross entropy over a constant rate p is minimised where sigmoid(logit) = f p / (f p + 1 - p)
+    p, f = 0.01, 10.0
+    logit = torch.linspace(-8, 2, 20001, dtype=torch.float64)
+    q = torch.sigmoid(logit)
+    loss = -(f * p * torch.log(q) + (1 - p) * torch.log(1 - q))
+    best = logit[loss.argmin()]
+    assert M.done_probability(best, f).item() == pytest.approx(p, rel=2e-3)
+    # sampled deaths in the dream follow that probability
+    mdn = M.MDNRNN(z_dim=2, action_dim=1, hidden=4, mixtures=2).eval()
+    with torch.no_grad():
+        mdn.head.weight[-1] = 0.0
+        mdn.head.bias[-1] = float(best)
+    env = E.DreamEnv(mdn, torch.zeros(1, 2), torch.zeros(1, 2), tau=1.0, num_envs=4000, max_steps=1,
+                     generator=torch.Generator().manual_seed(0), done_mode="sample", done_factor=f)
+    env.reset()
+    _, _, term, _, _ = env.step(torch.zeros(4000, 1))
+    assert term.float().mean().item() == pytest.approx(p, abs=0.006)

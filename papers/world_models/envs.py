@@ -13,7 +13,8 @@ the real game.
   observation is [z_t, c_t, h_t] exactly as in the dream.
 * ``DreamEnv``: M alone ("DoomRNN"): z_0 drawn from V's posterior of real first
   frames, z_{t+1} sampled from M's mixture at temperature tau (per row), done when
-  M's done logit > 0, reward 1 per step alive, truncated at ``max_steps``.  Rows that
+  M's done logit > 0 (the reference; ``done_mode="sample"``: death drawn with M's
+  probability, the done weighting undone), reward 1 per step alive, truncated at ``max_steps``.  Rows that
   are done stay done (no auto-reset); each step runs M once on the rows still alive.
 
 Worker processes (``parallel_map``) run random-policy collection and real-game
@@ -105,8 +106,10 @@ class DreamEnv(gym.vector.VectorEnv):
     """M as a batched environment ("DoomRNN"); see the module docstring."""
 
     def __init__(self, mdn: M.MDNRNN, init_mu: torch.Tensor, init_logvar: torch.Tensor, tau,
-                 num_envs: int, max_steps: int = MAX_STEPS, generator: torch.Generator | None = None):
+                 num_envs: int, max_steps: int = MAX_STEPS, generator: torch.Generator | None = None,
+                 done_mode: str = "threshold", done_factor: float = 10.0):
         self.mdn, self.num_envs, self.max_steps = mdn, num_envs, max_steps
+        self.done_mode, self.done_factor = done_mode, done_factor
         self.init_mu, self.init_logvar = init_mu, init_logvar
         self.tau = torch.as_tensor(tau, dtype=torch.float32).expand(num_envs).clone()
         self.generator = generator
@@ -143,7 +146,11 @@ class DreamEnv(gym.vector.VectorEnv):
             self.z[alive] = M.sample_next_z(logmix, mean, logstd, self.tau[alive], self.generator)
             self.h[alive], self.c[alive] = h[0], c[0]
             if done_logit is not None:
-                terminated[alive] = done_logit > 0
+                if self.done_mode == "threshold":
+                    terminated[alive] = done_logit > 0
+                else:
+                    p = M.done_probability(done_logit, self.done_factor)
+                    terminated[alive] = torch.rand(p.shape, generator=self.generator) < p
         self.t += 1
         truncated = (~self.done) & ~terminated & (self.t >= self.max_steps)
         self.done |= terminated | truncated

@@ -70,13 +70,15 @@ def mdn(hidden=512, mixtures=5, epochs=20, batch_size=100, lr=1e-3, grad_clip=1.
 
 @gin.configurable(module="world_models")
 def controllers(taus=(0.1, 0.5, 1.0, 1.15, 1.3), ablations=(("z", 1.15), ("z_hidden", 1.15)),
-                popsize=64, rollouts=16, generations=200, sigma0=0.1, max_steps=2100, diagonal=False):
+                popsize=64, rollouts=16, generations=200, sigma0=0.1, max_steps=2100, diagonal=False,
+                done_mode="threshold"):
     """C: the linear [z, c, h] controller trained in the dream at every tau of Table 2,
     plus ablations (kind, tau); CMA-ES population 64 x 16 rollouts (paper); dream
-    episodes capped at ``max_steps`` during the search."""
+    episodes capped at ``max_steps`` during the search; the dream's death by M's done
+    logit > 0 ("threshold", the reference) or drawn with M's probability ("sample")."""
     configs = [("zh", float(t)) for t in taus] + [(k, float(t)) for k, t in ablations]
     return dict(configs=configs, popsize=popsize, rollouts=rollouts, generations=generations,
-                sigma0=sigma0, max_steps=max_steps, diagonal=diagonal)
+                sigma0=sigma0, max_steps=max_steps, diagonal=diagonal, done_mode=done_mode)
 
 
 @gin.configurable(module="world_models")
@@ -218,11 +220,21 @@ def mdn_eval(model, latents, episodes, idx, cfg, gen):
         pos = d.bool()
         recall = (pred & pos).sum().item() / max(1, pos.sum().item())
         false_pos = (pred & ~pos).sum().item() / max(1, (m.bool() & ~pos).sum().item())
-    return {"z_nll": nll.item(), "done_recall": recall, "done_false_pos": false_pos}
+        p = M.done_probability(logit, cfg["done_factor"])
+        neg = m.bool() & ~pos
+        p_pos = p[pos].mean().item() if pos.any() else math.nan
+        lift = p_pos / max(p[neg].mean().item(), 1e-12)
+    return {"z_nll": nll.item(), "done_recall": recall, "done_false_pos": false_pos,
+            "done_p_at_death": p_pos, "done_lift": lift}
 
 
 def stage_mdn(ctx: RunContext, cfg: dict, z_dim: int, latents, episodes):
     model = M.MDNRNN(z_dim, 1, cfg["hidden"], cfg["mixtures"], predict_done=True)
+    # start the done logit at the (weighted) log-odds of the deaths per step, not at 0:
+    # deaths are ~1 step in 300, and few optimiser steps would not move a zero bias there
+    q = sum(ep["terminated"] for ep in episodes) / sum(len(ep["action"]) for ep in episodes)
+    with torch.no_grad():
+        model.head.bias[-1] = math.log(max(cfg["done_factor"] * q, 1e-6) / max(1 - q, 1e-6))
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     gen = ctx.generator("mdn/order")
     n = len(episodes)
@@ -254,7 +266,8 @@ def stage_mdn(ctx: RunContext, cfg: dict, z_dim: int, latents, episodes):
     model.eval()
     ev = mdn_eval(model, latents, episodes, held or train, cfg, ctx.generator("mdn/eval"))
     ctx.log(f"[mdn] held-out: z nll {ev['z_nll']:.3f}, done recall {ev['done_recall']:.2f}, "
-            f"false positives {ev['done_false_pos']:.4f}")
+            f"false positives {ev['done_false_pos']:.4f}, P(done) at deaths {ev['done_p_at_death']:.4f} "
+            f"= {ev['done_lift']:.1f}x the other steps'")
     return model, state["history"], ev
 
 
@@ -275,17 +288,17 @@ def make_policy(configs, params, rows):
 Z_DIM = [64]
 
 
-def joint_dream(mdn_model, init, configs, per_config: int, max_steps: int, gen):
+def joint_dream(mdn_model, init, configs, per_config: int, max_steps: int, gen, dream: dict):
     taus, rows, r = [], [], 0
     for kind, tau in configs:
         taus += [tau] * per_config
         rows.append((r, r + per_config))
         r += per_config
-    env = E.DreamEnv(mdn_model, init[0], init[1], torch.tensor(taus), r, max_steps, gen)
+    env = E.DreamEnv(mdn_model, init[0], init[1], torch.tensor(taus), r, max_steps, gen, **dream)
     return env, rows
 
 
-def stage_cma(ctx: RunContext, cfg: dict, mdn_model, init, z_dim: int):
+def stage_cma(ctx: RunContext, cfg: dict, mdn_model, init, z_dim: int, dream: dict):
     import cma
 
     configs = cfg["configs"]
@@ -303,7 +316,7 @@ def stage_cma(ctx: RunContext, cfg: dict, mdn_model, init, z_dim: int):
         t0 = time.perf_counter()
         xs = [e.obj.ask() for e in es]
         params = [torch.tensor(np.array(x), dtype=torch.float32) for x in xs]
-        env, rows = joint_dream(mdn_model, init, configs, P * R, cfg["max_steps"], gen)
+        env, rows = joint_dream(mdn_model, init, configs, P * R, cfg["max_steps"], gen, dream)
         # rows of a config: candidate-major, R rollouts each
         returns = E.rollout(env, make_policy(configs, params, rows), max_steps=cfg["max_steps"])
         msg = []
@@ -361,14 +374,15 @@ def run_all(ctx: RunContext, ccfg, vcfg, mcfg, ctl, ecfg) -> dict:
     metrics["mdn/params"] = sum(p.numel() for p in mdn_model.parameters())
     init = (torch.stack([mu[0] for mu, _ in latents]), torch.stack([lv[0] for _, lv in latents]))
     # ---- C in the dream
-    finals, cstate = stage_cma(ctx, ctl, mdn_model, init, vcfg["z_dim"])
+    dream = {"done_mode": ctl["done_mode"], "done_factor": mcfg["done_factor"]}
+    finals, cstate = stage_cma(ctx, ctl, mdn_model, init, vcfg["z_dim"], dream)
     configs = ctl["configs"]
     # ---- evaluate: dream (one joint batch) and real (worker processes)
     t0 = time.perf_counter()
     Rv = ecfg["virtual_rollouts"]
 
     def virtual():
-        env, rows = joint_dream(mdn_model, init, configs, Rv, ecfg["max_steps"], ctx.generator("eval/dream"))
+        env, rows = joint_dream(mdn_model, init, configs, Rv, ecfg["max_steps"], ctx.generator("eval/dream"), dream)
         ret = E.rollout(env, make_policy(configs, [f[None] for f in finals], rows), max_steps=ecfg["max_steps"])
         return {config_name(*c): ret[r0:r1].tolist() for c, (r0, r1) in zip(configs, rows)}
 
@@ -426,7 +440,7 @@ def run_all(ctx: RunContext, ccfg, vcfg, mcfg, ctl, ecfg) -> dict:
     # ---- a dream rollout of the tau-1.15 (or first) zh controller, decoded for the figures
     pick = next((i for i, c in enumerate(configs) if c == ("zh", 1.15)), 0)
     with torch.no_grad():
-        env = E.DreamEnv(mdn_model, init[0], init[1], configs[pick][1], 1, 64, ctx.generator("dream/show"))
+        env = E.DreamEnv(mdn_model, init[0], init[1], configs[pick][1], 1, 64, ctx.generator("dream/show"), **dream)
         obs, _ = env.reset()
         zs = [env.z.clone()]
         for _ in range(63):

@@ -16,7 +16,8 @@
 * Sampling at temperature tau (``sample_next_z``) follows the reference's DoomRNN
   step: the mixture logits are divided by tau before the softmax and the Gaussian
   noise is scaled by sqrt(tau); tau -> 0 picks the most likely component's mean.
-  The dream's done flag is ``done_logit > 0`` (probability > 0.5), as in the reference.
+  The dream's done flag is ``done_logit > 0`` (probability > 0.5), as in the reference,
+  or (cpu profile) drawn with M's probability (``done_probability``).
 * C (``controller_actions``): a = tanh(W [z, c, h]) with no bias (Doom: 64 + 2 x
   hidden inputs, one output; the paper's 1,088 parameters at 512 units), a z-only
   linear ablation, and z -> 40 tanh units -> a (the paper's "hidden layer" ablation,
@@ -139,6 +140,14 @@ def mdn_loss(model: MDNRNN, z, a, z_next, mask, done_target=None, done_factor: f
         loss = loss + dl
         stats["done_bce"] = dl.detach()
     return loss, stats
+
+
+def done_probability(logit: torch.Tensor, done_factor: float = 10.0) -> torch.Tensor:
+    """P(done) from M's done logit, undoing the positive weighting of its training
+    loss: the weighted cross entropy is minimised at q = f p / (f p + 1 - p), so
+    p = q / (f - (f - 1) q)."""
+    q = torch.sigmoid(logit)
+    return q / (done_factor - (done_factor - 1) * q)
 
 
 def sample_next_z(logmix, mean, logstd, tau, generator: torch.Generator | None = None):
