@@ -26,6 +26,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import tempfile
+import zipfile
 
 import gymnasium as gym
 import numpy as np
@@ -283,8 +284,11 @@ def random_episode(job: dict) -> dict:
     frames, float32 actions); returns its length.  Skipped if the file exists."""
     path = job["path"]
     if os.path.exists(path):
-        with np.load(path) as f:
-            return {"length": int(len(f["action"])), "terminated": bool(f["terminated"])}
+        try:
+            with np.load(path) as f:
+                return {"length": int(len(f["action"])), "terminated": bool(f["terminated"])}
+        except (OSError, ValueError, zipfile.BadZipFile):
+            pass  # not written by us (ours are atomic): play the episode again
     rng = np.random.default_rng(job["seed"])
     env = _worker_games(1, job.get("max_steps", MAX_STEPS))[0]
     frame, _ = env.reset(seed=job["seed"])

@@ -11,7 +11,7 @@ Stages, each resumable after a kill:
   cma      one CMA-ES (``cma`` package) per controller config, all inside ONE
            batched dream: population x rollouts x configs rows, one LSTM step per
            time step (ctx.resumable, checkpoint per generation)
-  eval     each final controller (the CMA-ES mean) in the dream and in the real
+  eval     each final controller (the search's best candidate) in the dream and in the real
            game over N episodes in worker processes (ctx.once per config)
 Reference code read (not copied): hardmaru/WorldModelsExperiments (doomrnn/), ctallec/world-models.
 """
@@ -71,14 +71,17 @@ def mdn(hidden=512, mixtures=5, epochs=20, batch_size=100, lr=1e-3, grad_clip=1.
 @gin.configurable(module="world_models")
 def controllers(taus=(0.1, 0.5, 1.0, 1.15, 1.3), ablations=(("z", 1.15), ("z_hidden", 1.15)),
                 popsize=64, rollouts=16, generations=200, sigma0=0.1, max_steps=2100, diagonal=False,
-                done_mode="threshold"):
+                done_mode="threshold", final="best"):
     """C: the linear [z, c, h] controller trained in the dream at every tau of Table 2,
     plus ablations (kind, tau); CMA-ES population 64 x 16 rollouts (paper); dream
     episodes capped at ``max_steps`` during the search; the dream's death by M's done
-    logit > 0 ("threshold", the reference) or drawn with M's probability ("sample")."""
+    logit > 0 ("threshold", the reference) or drawn with M's probability ("sample");
+    the controller deployed: the best candidate of the search by its dream fitness
+    ("best", as estool's best_param, which the reference evaluates) or the CMA-ES mean ("mean")."""
     configs = [("zh", float(t)) for t in taus] + [(k, float(t)) for k, t in ablations]
     return dict(configs=configs, popsize=popsize, rollouts=rollouts, generations=generations,
-                sigma0=sigma0, max_steps=max_steps, diagonal=diagonal, done_mode=done_mode)
+                sigma0=sigma0, max_steps=max_steps, diagonal=diagonal, done_mode=done_mode,
+                final=final)
 
 
 @gin.configurable(module="world_models")
@@ -309,7 +312,8 @@ def stage_cma(ctx: RunContext, cfg: dict, mdn_model, init, z_dim: int, dream: di
                                         {**opts, "seed": ctx.seed_for(f"cma/{i}") + 1}))
           for i, n in enumerate(sizes)]
     gen = ctx.generator("cma/dream")
-    state = {"history": {config_name(*c): [] for c in configs}, "dream_steps": 0, "seconds": 0.0}
+    state = {"history": {config_name(*c): [] for c in configs}, "dream_steps": 0, "seconds": 0.0,
+             "best": {config_name(*c): {"fitness": -math.inf, "params": None, "gen": -1} for c in configs}}
     loop = ctx.resumable("cma", {**{f"es{i}": e for i, e in enumerate(es)}, "dream": gen}, state)
     bar = ctx.progress(total=cfg["generations"], desc="cma")
     for g in loop.epochs(cfg["generations"]):
@@ -323,6 +327,9 @@ def stage_cma(ctx: RunContext, cfg: dict, mdn_model, init, z_dim: int, dream: di
         for (kind, tau), e, x, (r0, r1) in zip(configs, es, xs, rows):
             fit = returns[r0:r1].view(P, R).mean(1).numpy().astype(float)
             e.obj.tell(x, (-fit).tolist())
+            b = state["best"][config_name(kind, tau)]
+            if fit.max() > b["fitness"]:  # the best candidate so far (estool's best_param)
+                b.update(fitness=float(fit.max()), params=[float(v) for v in x[int(fit.argmax())]], gen=g)
             h = {"gen": g, "mean": float(fit.mean()), "best": float(fit.max()), "worst": float(fit.min()),
                  "std": float(fit.std()), "sigma": float(e.obj.sigma)}
             state["history"][config_name(kind, tau)].append(h)
@@ -332,7 +339,10 @@ def stage_cma(ctx: RunContext, cfg: dict, mdn_model, init, z_dim: int, dream: di
         bar.update(1)
         ctx.log(f"[cma] gen {g + 1}/{cfg['generations']} (mean/best): " + ", ".join(msg))
     bar.close()
-    finals = [torch.tensor(e.obj.result.xfavorite, dtype=torch.float32) for e in es]
+    if cfg["final"] == "best":
+        finals = [torch.tensor(state["best"][config_name(*c)]["params"], dtype=torch.float32) for c in configs]
+    else:
+        finals = [torch.tensor(e.obj.result.xfavorite, dtype=torch.float32) for e in es]
     return finals, state
 
 
@@ -428,6 +438,7 @@ def run_all(ctx: RunContext, ccfg, vcfg, mcfg, ctl, ecfg) -> dict:
         metrics[f"{name}/actual_std"] = float(np.std(real[name]))
         metrics[f"{name}/virtual_std"] = float(np.std(virt[name]))
         metrics[f"{name}/train_final_mean"] = cstate["history"][name][-1]["mean"]
+        metrics[f"{name}/train_best"] = cstate["best"][name]["fitness"]
         metrics[f"{name}/params"] = int(f.numel())
         ctx.log(f"[eval] {name}: virtual {v}, actual {a}")
     zh = [f"zh/tau{t:g}" for k, t in configs if k == "zh"]
