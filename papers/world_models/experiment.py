@@ -4,9 +4,9 @@ NeurIPS 2018, §4 and Table 2; the z-only and z + hidden-layer controllers are t
 Table 1 ablations, here on Doom).
 
 Stages, each resumable after a kill:
-  collect  random-policy episodes in worker processes -> runs/.../rollouts/*.npz
+  collect  random-policy episodes in worker processes -> runs/.../checkpoints/rollouts/*.npz
   vae      V on the collected frames (ctx.resumable, checkpoint per chunk of steps)
-  encode   V's posterior (mu, logvar) of every frame -> latents.npz
+  encode   V's posterior (mu, logvar) of every frame -> checkpoints/latents.npz
   mdn      M on the latent sequences (ctx.resumable, checkpoint per epoch)
   cma      one CMA-ES (``cma`` package) per controller config, all inside ONE
            batched dream: population x rollouts x configs rows, one LSTM step per
@@ -118,7 +118,7 @@ class Blob:
 
 # ----------------------------------------------------------------------------- stages
 def stage_collect(ctx: RunContext, cfg: dict) -> dict:
-    folder = ctx.run_dir / "rollouts"
+    folder = ctx.run_dir / "checkpoints" / "rollouts"  # a resume cache: not archived by `report`
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [{"path": str(folder / f"ep{i:05d}.npz"), "seed": ctx.seed_for(f"collect/{i}"),
              "max_steps": cfg["max_steps"]} for i in range(cfg["episodes"])]
@@ -130,7 +130,7 @@ def stage_collect(ctx: RunContext, cfg: dict) -> dict:
     lengths = [o["length"] for o in out]
     ctx.log(f"[collect] {len(lengths)} random episodes, {sum(lengths)} frames, mean length "
             f"{np.mean(lengths):.1f} ({secs:.1f} s, {sum(lengths) / secs:.0f} steps/s)")
-    return {"lengths": lengths, "paths": [j["path"] for j in jobs], "seconds": secs}
+    return {"lengths": lengths, "files": [os.path.relpath(j["path"], ctx.run_dir) for j in jobs], "seconds": secs}
 
 
 def load_episodes(paths):
@@ -172,7 +172,7 @@ def stage_vae(ctx: RunContext, cfg: dict, frames: np.ndarray) -> M.ConvVAE:
 
 @torch.no_grad()
 def stage_encode(ctx: RunContext, model: M.ConvVAE, frames: np.ndarray, starts) -> list:
-    path = ctx.run_dir / "latents.npz"
+    path = ctx.run_dir / "checkpoints" / "latents.npz"
     n_eps = len(starts) - 1
     if not path.exists():
         mu, lv = [], []
@@ -352,7 +352,7 @@ def run_all(ctx: RunContext, ccfg, vcfg, mcfg, ctl, ecfg) -> dict:
     metrics = {}
     # ---- collect
     col = ctx.once("collect", lambda: stage_collect(ctx, ccfg))
-    episodes = load_episodes(col["paths"])
+    episodes = load_episodes([ctx.run_dir / f for f in col["files"]])
     coll = bootstrap_ci(col["lengths"], seed=ctx.seed_for("ci/collect"))
     metrics.update(coll.as_dict("collect/actual_"))  # the collection policy (actions held 1-10 steps)
     metrics["collect/frames"] = int(sum(col["lengths"]))

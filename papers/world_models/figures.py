@@ -18,12 +18,12 @@ def vae_reconstructions(record, out):
     for i in range(n):
         for r, img in enumerate((frames[i], recon[i])):
             ax = axes[r, i]
-            ax.imshow(img)
+            ax.imshow(img, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
         axes[0, 0].set_ylabel("frame")
         axes[1, 0].set_ylabel("V(frame)")
     fig.suptitle("V: 64x64 frames and their reconstructions", fontsize=9)
-    return plotting.save(fig, out / "vae_reconstructions")
+    return plotting.save(fig, out / "vae_reconstructions", dpi=80)
 
 
 def dream_rollout(record, out):
@@ -39,12 +39,12 @@ def dream_rollout(record, out):
     fig, axes = plotting.subplots(1, len(show), figsize=(1.1 * len(show), 1.5))
     axes = np.atleast_1d(axes)
     for i, (ax, img) in enumerate(zip(axes, show)):
-        ax.imshow(img)
+        ax.imshow(img, interpolation="nearest")
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(f"t={4 * i}", fontsize=7)
     fig.suptitle(f"Dream rollout decoded by V (controller {cfg[0]}, tau {cfg[1]:g}; "
                  f"{len(frames)} steps)", fontsize=9)
-    return plotting.save(fig, out / "dream_rollout")
+    return plotting.save(fig, out / "dream_rollout", dpi=80)
 
 
 def cma_progress(record, out):
