@@ -17,6 +17,7 @@ import torch
 
 from common import robustness as R
 from common.adversarial import madry_train, mnist_arrays
+from common.autoattack import run_autoattack
 from common.context import RunContext
 from common.train import count_parameters
 from papers.madry import figures
@@ -51,12 +52,17 @@ def train(epochs=83, natural_epochs=83, batch_size=50, lr=1e-4, eps=0.3, steps=4
 @gin.configurable(module="madry")
 def evaluate(eps=0.3, steps=100, step_size=0.01, extra_steps=(40,), restarts=50,
              linf_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
-             l2_grid=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0), curve_steps=100, examples=10):
+             l2_grid=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0), curve_steps=100, examples=10,
+             autoattack="standard"):
     """The leaderboard's attacks (eps 0.3, PGD-100 of 0.01, 50 restarts; metrics ``pgd``,
-    ``pgd_cw``, ``pgd_restarts``; ``pgd40`` for each extra step count) and the curves."""
+    ``pgd_cw``, ``pgd_restarts``; ``pgd40`` for each extra step count) and the curves.
+    ``autoattack``: a ``common.autoattack`` version (or plan) run on the same images
+    (metrics ``autoattack`` and ``worst_case``, the per-image worst case over the
+    leaderboard attacks and AutoAttack; ``autoattack/<component>`` the cascade's running
+    accuracy, ``autoattack_seconds``), or None to skip it."""
     return dict(eps=eps, steps=steps, step_size=step_size, extra_steps=tuple(extra_steps),
                 restarts=restarts, linf_grid=tuple(linf_grid), l2_grid=tuple(l2_grid),
-                curve_steps=curve_steps, examples=examples)
+                curve_steps=curve_steps, examples=examples, autoattack=autoattack)
 
 
 def train_model(ctx: RunContext, kind: str, data: dict, cfg: dict, width: float,
@@ -80,6 +86,16 @@ def evaluate_model(ctx: RunContext, kind: str, model, data: dict, setup_cfg: dic
     res = R.robust_accuracy(model, x, y, attacks, eps)
     out = {"clean": res["clean"], **{name: res[name] for name in attacks}, "all_attacks": res["union"]}
     ctx.log(f"[{kind}] eps {eps}: " + ", ".join(f"{k} {v:.2f}%" for k, v in out.items()))
+    if cfg["autoattack"] is not None:
+        aa = run_autoattack(model, x, y, eps, norm="linf", version=cfg["autoattack"],
+                            seed=int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator(f"{kind}/autoattack"))))
+        out["autoattack"] = aa.accuracy[list(aa.accuracy)[-1]]
+        out["worst_case"] = 100.0 * (res["correct"]["union"] & aa.robust).float().mean().item()
+        out.update({f"autoattack/{name}": acc for name, acc in aa.accuracy.items() if name != "clean"})
+        out["autoattack_seconds"] = sum(aa.seconds.values())
+        ctx.log(f"[{kind}] AutoAttack: " + ", ".join(f"{k} {v:.2f}%" for k, v in aa.accuracy.items())
+                + f" ({out['autoattack_seconds']:.0f} s); worst case over all attacks "
+                f"{out['worst_case']:.2f}% (leaderboard attacks alone {out['all_attacks']:.2f}%)")
     if kind == "adversarial" and cfg["restarts"] > 1:
         m = min(setup_cfg["restart_images"], n)
         attack = M.restarts_attack(cfg["steps"], cfg["step_size"], cfg["restarts"], gen)
