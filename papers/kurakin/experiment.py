@@ -18,6 +18,7 @@ import torch
 
 from common import robustness as R
 from common.adversarial import MadryCNN, adversarial_train, mixed_batch_loss, mnist_arrays
+from common.autoattack import run_autoattack
 from common.context import RunContext
 from common.train import accuracy, count_parameters, cross_entropy_loss, to_device
 from papers.kurakin import figures
@@ -48,9 +49,14 @@ def train(epochs=20, batch_size=32, k=16, lam=0.3, lr=1e-3, eps_max=0.3, eps_sig
 
 
 @gin.configurable(module="kurakin")
-def evaluate(eps_grid=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3), iterative_steps=None, examples=8):
-    """``iterative_steps`` None: BIM with Kurakin's rule (one grey level per step)."""
-    return dict(eps_grid=tuple(eps_grid), iterative_steps=iterative_steps, examples=examples)
+def evaluate(eps_grid=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3), iterative_steps=None, examples=8,
+             autoattack="standard"):
+    """``iterative_steps`` None: BIM with Kurakin's rule (one grey level per step).
+    ``autoattack``: a ``common.autoattack`` version run at the largest eps on the
+    iterative-attack images (metrics ``autoattack_<eps>`` and ``worst_<eps>``, the
+    per-image worst case over BIM, PGD and AutoAttack), or None to skip it."""
+    return dict(eps_grid=tuple(eps_grid), iterative_steps=iterative_steps, examples=examples,
+                autoattack=autoattack)
 
 
 def train_model(ctx: RunContext, name: str, data: dict, cfg: dict, width: float, monitor) -> tuple:
@@ -86,13 +92,23 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, cf
     attacks = M.evaluation_attacks(cfg["iterative_steps"], ctx.generator(f"{name}/evaluation"))
     clean = R.predict(model, x) == y
     out = {"clean": 100.0 * clean.float().mean().item()}
+    top = max(cfg["eps_grid"])
+    iterative_at_top = None
     for attack in ("fgsm", "fgsm_pred", "step_ll", "bim", "pgd"):
         n = scfg["eval_images"] if attack in ("fgsm", "fgsm_pred", "step_ll") else scfg["iterative_images"]
         for eps in cfg["eps_grid"]:
             ok = R.correct_under(model, x[:n], y[:n], attacks[attack], eps, clean=clean[:n])
             out[f"{attack}_{eps:g}"] = 100.0 * ok.float().mean().item()
-    out["clean_iterative_images"] = accuracy(model, x[:scfg["iterative_images"]], y[:scfg["iterative_images"]])
-    top = max(cfg["eps_grid"])
+            if attack in ("bim", "pgd") and eps == top:
+                iterative_at_top = ok if iterative_at_top is None else iterative_at_top & ok
+    m = scfg["iterative_images"]
+    out["clean_iterative_images"] = accuracy(model, x[:m], y[:m])
+    if cfg["autoattack"] is not None:
+        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator(f"{name}/autoattack")))
+        aa = run_autoattack(model, x[:m], y[:m], top, norm="linf", version=cfg["autoattack"], seed=seed)
+        out[f"autoattack_{top:g}"] = 100.0 * aa.robust.float().mean().item()
+        out[f"worst_{top:g}"] = 100.0 * (iterative_at_top & aa.robust).float().mean().item()
+        out["autoattack_seconds"] = sum(aa.seconds.values())
     ctx.log(f"[{name}] clean {out['clean']:.2f}%; at eps {top:g}: " + ", ".join(
         f"{a} {out[f'{a}_{top:g}']:.2f}%" for a in ("fgsm", "fgsm_pred", "step_ll", "bim", "pgd")))
     return out

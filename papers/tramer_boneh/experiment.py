@@ -21,6 +21,7 @@ from common import attacks as A
 from common import decision_attacks as D
 from common import robustness as R
 from common.adversarial import MadryCNN, adversarial_train, mnist_arrays, multi_perturbation_loss
+from common.autoattack import run_autoattack
 from common.context import RunContext
 from common.train import accuracy, count_parameters, cross_entropy_loss, to_device
 from papers.tramer_boneh import figures
@@ -57,13 +58,16 @@ def train(epochs=10, batch_size=100, lr=1e-3, lr_drop_epoch=5, start_small=True,
 def evaluate(eval_steps=100, eval_restarts=40, eval_l1_step=0.5, curve_steps=20, curve_restarts=1,
              curve_grid=(("linf", (0.0, 0.1, 0.2, 0.3, 0.4)), ("l1", (0.0, 5.0, 10.0, 15.0, 20.0)),
                          ("l2", (0.0, 1.0, 2.0, 3.0, 4.0))),
-             cw_steps=1000, boundary_steps=5000, examples=6):
+             cw_steps=1000, boundary_steps=5000, examples=6, autoattack="standard"):
     """Their eval_mnist_lps.py: 100 steps, 40 restarts, L1 step 0.5 (L-inf / L2 steps
-    2.5 eps / 100); curves with a cheaper PGD."""
+    2.5 eps / 100); curves with a cheaper PGD.  ``autoattack``: a ``common.autoattack``
+    version run at the L-inf and L2 budgets on the same images (metrics
+    ``<norm>_autoattack``, ``<norm>_worst``: the per-image worst case with the PGD of
+    that norm, and ``union_worst``), or None to skip it."""
     return dict(eval_steps=eval_steps, eval_restarts=eval_restarts, eval_l1_step=eval_l1_step,
                 curve_steps=curve_steps, curve_restarts=curve_restarts,
                 curve_grid={n: tuple(g) for n, g in curve_grid}, cw_steps=cw_steps,
-                boundary_steps=boundary_steps, examples=examples)
+                boundary_steps=boundary_steps, examples=examples, autoattack=autoattack)
 
 
 def train_model(ctx: RunContext, name: str, data: dict, cfg: dict, width: float, monitor) -> tuple:
@@ -104,6 +108,17 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, tc
     attacks = M.evaluation_attacks(ecfg, gen)
     res = R.robust_accuracy(model, x, y, attacks, tcfg["eps"])
     out = {"clean": res["clean"], **{norm: res[norm] for norm in M.NORMS}, "union": res["union"]}
+    if ecfg["autoattack"] is not None:
+        union_worst = res["correct"]["union"].clone()
+        for norm in ("linf", "l2"):
+            seed = int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator(f"{name}/autoattack/{norm}")))
+            aa = run_autoattack(model, x, y, tcfg["eps"][norm], norm=norm, version=ecfg["autoattack"], seed=seed)
+            worst = res["correct"][norm] & aa.robust
+            union_worst &= aa.robust
+            out[f"{norm}_autoattack"] = 100.0 * aa.robust.float().mean().item()
+            out[f"{norm}_worst"] = 100.0 * worst.float().mean().item()
+            out[f"{norm}_autoattack_seconds"] = sum(aa.seconds.values())
+        out["union_worst"] = 100.0 * union_worst.float().mean().item()
     k = min(scfg["extra_images"], n)
     if k:  # C&W and the boundary attack, best over attacks per sample (L2)
         xs, ys, eps2 = x[:k], y[:k], tcfg["eps"]["l2"]
@@ -119,7 +134,7 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, tc
         others = res["correct"]["linf"][:k] & res["correct"]["l1"][:k]
         out["union_best"] = 100.0 * (others & (best > eps2)).float().mean().item()
     ctx.log(f"[{name}] " + ", ".join(f"{key} {v:.1f}%" for key, v in out.items() if "median" not in key
-                                     and key != "extra_images"))
+                                     and key != "extra_images" and not key.endswith("seconds")))
     m = scfg["curve_images"]
     curves = {}
     cfg_curve = {**ecfg, "eval_steps": ecfg["curve_steps"], "eval_restarts": ecfg["curve_restarts"],
