@@ -343,3 +343,45 @@ def test_training_killed_mid_run_resumes_exactly(tmp_path, small_city, monkeypat
     assert strip(res["curve"]) == strip(ref["curve"])
     for (k, a), b in zip(ref_model.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_skip_connection_ablation_cuts_the_direct_image_path():
+    """Without the skip, the policy sees the torso features only through the goal
+    pathway's bottleneck: with the bottleneck's weights zeroed the logits ignore the
+    features; with the skip they do not."""
+    T, B = 3, 2
+    for skip in (False, True):
+        torch.manual_seed(0)
+        m = M.CityNav(4, size=32, hidden=16, lstm=8, goal_lstm=8, bottleneck=4, dropout=0.0, skip=skip)
+        assert m.core.input_size == 4 + (16 if skip else 0) + M.N_ACTIONS + 1
+        with torch.no_grad():
+            m.pathways[0].bottleneck.weight.zero_()
+        args = (torch.rand(T, B, 4), torch.zeros(T, B, dtype=torch.long), torch.zeros(T, B),
+                torch.zeros(T, B, dtype=torch.bool), m.initial_state(B), torch.zeros(B, dtype=torch.long))
+        la = m.unroll(torch.rand(T, B, 16), *args)[0]
+        lb = m.unroll(torch.rand(T, B, 16) + 1.0, *args)[0]
+        assert torch.allclose(la, lb) == (not skip)
+
+
+def test_cities_slope_known_answers():
+    from papers.city_nav.experiment import cities_slope
+
+    assert cities_slope([1, 2, 4], [0.4, 0.5, 0.6]) == pytest.approx(0.1)   # +0.1 per doubling
+    assert cities_slope([1, 2, 4], [0.5, 0.5, 0.5]) == pytest.approx(0.0)
+    # least squares, not the end points: (0.2 - 0.6) would say -0.2 per doubling
+    assert cities_slope([1, 2, 4], [0.6, 0.9, 0.2]) == pytest.approx(-0.2)
+    assert cities_slope([1, 4], [0.3, 0.5]) == pytest.approx(0.1)
+    assert np.isnan(cities_slope([2], [0.5]))
+
+
+def test_multi_city_env_splits_environments_per_city(small_city):
+    from papers.city_nav import experiment as E
+
+    tcfg = dict(num_envs=8, episode_steps=8, goal_radius_m=100.0, shaping_radius_m=200.0, reward_per_node=0.1,
+                curriculum_start_m=120.0, curriculum_fraction=0.5, temperature_m=100.0)
+    env = E.make_env([small_city] * 4, tcfg, "landmarks", True, 8, 3)
+    assert env.sizes == [2, 2, 2, 2] and env.city_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    obs = env.reset()
+    assert obs["view"].shape[0] == 8
+    env = E.make_env([small_city], tcfg, "landmarks", True, 8, 3, pathway_ids=[4])
+    assert env.city_index.tolist() == [4] * 8

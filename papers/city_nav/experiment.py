@@ -7,9 +7,14 @@ Stages (each a resumable training run; a killed run resumes from its last chunk)
    CityNav without the auxiliary loss, CityNav with lat/long goals instead of landmark
    goals, and CityNav trained on long goals from the start with neither curriculum nor
    early reward shaping.  Each is evaluated on full-range goals (the whole city).
-2. transfer: MultiCityNav pre-trained on ``pretrain_cities`` other cities, then a fresh
-   goal pathway trained on a new city with the shared torso and policy LSTM frozen,
-   against CityNav trained on that city from scratch; area under the learning curve.
+   A sixth agent, CityNav without the skip connection from the conv torso into the
+   policy LSTM (the policy then sees the image only through the goal pathway's
+   bottleneck), is the skip ablation.
+2. transfer: for each k in ``pretrain_counts``, MultiCityNav pre-trained on the first k
+   of the other cities (the same total number of agent steps for every k, split over
+   the k cities), then a fresh goal pathway trained on one held-out city (the same for
+   every k) with the shared torso and policy LSTM frozen; against CityNav trained on
+   that city from scratch; area under the learning curve.
 
 Every agent is trained by IMPALA's actor-critic loss with V-trace
 (``common.rl.vtrace``) from ``num_envs`` in-process environments (``env.CourierVecEnv``).
@@ -76,19 +81,22 @@ def learn(frames=10_000_000, unroll=50, lr=3e-4, gamma=0.99, baseline_cost=0.5, 
 
 
 @gin.configurable(module="city_nav")
-def plan(variants=("goalnav", "citynav", "citynav_noaux", "citynav_latlong", "citynav_noshaping"),
-         transfer=True, pretrain_cities=2, pretrain_frames=None, transfer_frames=None):
-    """Which stages run; frames default to ``learn.frames``."""
-    return dict(variants=tuple(variants), transfer=transfer, pretrain_cities=pretrain_cities,
+def plan(variants=("goalnav", "citynav", "citynav_noaux", "citynav_latlong", "citynav_noshaping", "citynav_noskip"),
+         transfer=True, pretrain_counts=(1, 2, 4), pretrain_frames=None, transfer_frames=None):
+    """Which stages run; ``pretrain_counts``: the numbers of pre-training cities for the
+    transfer stage (each pre-training run has ``pretrain_frames`` agent steps in total,
+    whatever its number of cities); frames default to ``learn.frames``."""
+    return dict(variants=tuple(variants), transfer=transfer, pretrain_counts=tuple(pretrain_counts),
                 pretrain_frames=pretrain_frames, transfer_frames=transfer_frames)
 
 
-VARIANTS = {  # agent, goal descriptor, heading aux loss, curriculum + shaping
-    "goalnav": ("goalnav", "landmarks", False, True),
-    "citynav": ("citynav", "landmarks", True, True),
-    "citynav_noaux": ("citynav", "landmarks", False, True),
-    "citynav_latlong": ("citynav", "latlong", True, True),
-    "citynav_noshaping": ("citynav", "landmarks", True, False),
+VARIANTS = {  # agent, goal descriptor, heading aux loss, curriculum + shaping, skip connection
+    "goalnav": ("goalnav", "landmarks", False, True, False),
+    "citynav": ("citynav", "landmarks", True, True, True),
+    "citynav_noaux": ("citynav", "landmarks", False, True, True),
+    "citynav_latlong": ("citynav", "latlong", True, True, True),
+    "citynav_noshaping": ("citynav", "landmarks", True, False, True),
+    "citynav_noskip": ("citynav", "landmarks", True, True, False),
 }
 
 
@@ -333,10 +341,10 @@ class RandomPolicy(torch.nn.Module):
         return torch.zeros(*feats.shape[:2], M.N_ACTIONS), torch.zeros(feats.shape[:2]), None, state
 
 
-def new_agent(kind: str, goal_dim: int, wcfg: dict, acfg: dict, cities: int = 1):
+def new_agent(kind: str, goal_dim: int, wcfg: dict, acfg: dict, cities: int = 1, skip: bool = True):
     if kind == "goalnav":
         return M.GoalNav(goal_dim, size=wcfg["view"], **acfg)
-    return M.MultiCityNav(goal_dim, cities=cities, size=wcfg["view"], **acfg)
+    return M.MultiCityNav(goal_dim, cities=cities, size=wcfg["view"], skip=skip, **acfg)
 
 
 def auc(curve) -> float:
@@ -348,6 +356,16 @@ def auc(curve) -> float:
         return math.nan
     x, y = np.concatenate([[0.0], x]) / x[-1], np.concatenate([[y[0]], y])
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+def cities_slope(counts, aucs) -> float:
+    """Least-squares slope of ``aucs`` against log2 of the numbers of pre-training
+    cities (AUC gained per doubling); nan with fewer than two counts."""
+    x, y = np.log2(np.asarray(counts, float)), np.asarray(aucs, float)
+    if len(x) < 2 or not np.isfinite(y).all():
+        return math.nan
+    x = x - x.mean()
+    return float(np.sum(x * (y - y.mean())) / np.sum(x * x))
 
 
 @register("citynav_proccity", paper=PAPER,
@@ -378,10 +396,10 @@ def run(ctx: RunContext) -> dict:
 
     # ---- 1. courier agents on one city
     for name in pcfg["variants"]:
-        kind, goal, aux, cur = VARIANTS[name]
+        kind, goal, aux, cur, skip = VARIANTS[name]
         gdim = wcfg["landmarks"] if goal == "landmarks" else 2
         torch.manual_seed(ctx.seed_for(f"{name}/init"))
-        model = new_agent(kind, gdim, wcfg, acfg)
+        model = new_agent(kind, gdim, wcfg, acfg, skip=skip)
         env = make_env([main_city], tcfg, goal, cur, tcfg["num_envs"], ctx.seed_for(f"{name}/env"))
         tr = train_agent(ctx, name, model, env, lcfg["frames"], lcfg, tcfg, extent, cur, aux)
         ev = ctx.once(f"{name}/eval", lambda: evaluate(model, eval_env([main_city], goal), lcfg["eval_episodes"],
@@ -395,38 +413,52 @@ def run(ctx: RunContext) -> dict:
         if "heading_acc" in tr["curve"][-1]:
             metrics[f"{name}/heading_acc"] = tr["curve"][-1]["heading_acc"]
 
-    # ---- 2. transfer to a new city with the shared modules frozen
+    # ---- 2. transfer to a held-out city with the shared modules frozen, after
+    # pre-training on k = 1, 2, 4 other cities (equal total pre-training steps)
     if pcfg["transfer"]:
         pre_frames = pcfg["pretrain_frames"] or lcfg["frames"]
         tr_frames = pcfg["transfer_frames"] or lcfg["frames"]
-        k = pcfg["pretrain_cities"]
-        pre = [build_city(wcfg, seed_city(1 + i)) for i in range(k)]
-        new = build_city(wcfg, seed_city(1 + k))
-        results["cities"]["pretrain"] = [seed_city(1 + i) for i in range(k)]
-        results["cities"]["new"] = seed_city(1 + k)
-        pre_extent = max(c.size for c, _ in pre)
-        torch.manual_seed(ctx.seed_for("multi/init"))
-        multi = new_agent("citynav", wcfg["landmarks"], wcfg, acfg, cities=k)
-        env = make_env(pre, tcfg, "landmarks", True, tcfg["num_envs"], ctx.seed_for("multi/env"))
-        trm = train_agent(ctx, "multi/pretrain", multi, env, pre_frames, lcfg, tcfg, pre_extent, True, True)
-        torch.manual_seed(ctx.seed_for("transfer/init"))
-        pid = multi.add_city()
-        for p in multi.shared_parameters():
-            p.requires_grad_(False)
-        env = make_env([new], tcfg, "landmarks", True, tcfg["num_envs"], ctx.seed_for("transfer/env"), [pid])
-        trf = train_agent(ctx, "transfer/frozen", multi, env, tr_frames, lcfg, tcfg, float(new[0].size), True, True,
-                          params=multi.pathways[pid].parameters())
+        counts = sorted(pcfg["pretrain_counts"])
+        kmax = counts[-1]
+        pool = [build_city(wcfg, seed_city(1 + i)) for i in range(kmax)]
+        new = build_city(wcfg, seed_city(1 + kmax))
+        results["cities"]["pretrain"] = [seed_city(1 + i) for i in range(kmax)]
+        results["cities"]["new"] = seed_city(1 + kmax)
+        runs = {}
+        for k in counts:
+            pre = pool[:k]
+            torch.manual_seed(ctx.seed_for(f"multi{k}/init"))
+            multi = new_agent("citynav", wcfg["landmarks"], wcfg, acfg, cities=k)
+            env = make_env(pre, tcfg, "landmarks", True, tcfg["num_envs"], ctx.seed_for(f"multi{k}/env"))
+            trm = train_agent(ctx, f"multi{k}/pretrain", multi, env, pre_frames, lcfg, tcfg,
+                              max(c.size for c, _ in pre), True, True)
+            torch.manual_seed(ctx.seed_for(f"transfer{k}/init"))
+            pid = multi.add_city()
+            for p in multi.shared_parameters():
+                p.requires_grad_(False)
+            env = make_env([new], tcfg, "landmarks", True, tcfg["num_envs"], ctx.seed_for(f"transfer{k}/env"), [pid])
+            trf = train_agent(ctx, f"transfer{k}/frozen", multi, env, tr_frames, lcfg, tcfg, float(new[0].size),
+                              True, True, params=multi.pathways[pid].parameters())
+            runs[str(k)] = {"cities": k, "pretrain": trm, "frozen": trf}
+            metrics[f"transfer/k{k}/frozen/auc"] = auc(trf["curve"])
+            metrics[f"transfer/k{k}/frozen/final_goals"] = trf["curve"][-1]["goals"]
+            metrics[f"transfer/k{k}/pretrain/final_goals"] = trm["curve"][-1]["goals"]
+            metrics["transfer/frozen_trainable_params"] = sum(p.numel() for p in multi.pathways[pid].parameters())
         torch.manual_seed(ctx.seed_for("scratch/init"))
         scratch = new_agent("citynav", wcfg["landmarks"], wcfg, acfg)
         env = make_env([new], tcfg, "landmarks", True, tcfg["num_envs"], ctx.seed_for("scratch/env"))
         trs = train_agent(ctx, "transfer/scratch", scratch, env, tr_frames, lcfg, tcfg, float(new[0].size), True,
                           True)
-        results["transfer"] = {"pretrain": trm, "frozen": trf, "scratch": trs}
-        for name, tr in (("frozen", trf), ("scratch", trs)):
-            metrics[f"transfer/{name}/auc"] = auc(tr["curve"])
-            metrics[f"transfer/{name}/final_goals"] = tr["curve"][-1]["goals"]
-        metrics["transfer/pretrain/final_goals"] = trm["curve"][-1]["goals"]
-        metrics["transfer/frozen_trainable_params"] = sum(p.numel() for p in multi.pathways[pid].parameters())
+        results["transfer"] = {"runs": runs, "scratch": trs}
+        metrics["transfer/scratch/auc"] = auc(trs["curve"])
+        metrics["transfer/scratch/final_goals"] = trs["curve"][-1]["goals"]
         metrics["transfer/scratch_trainable_params"] = sum(p.numel() for p in scratch.parameters())
+        # the two-city run is the headline frozen-vs-scratch comparison (as last stop)
+        ref = 2 if 2 in counts else counts[0]
+        metrics["transfer/frozen/auc"] = metrics[f"transfer/k{ref}/frozen/auc"]
+        metrics["transfer/frozen/final_goals"] = metrics[f"transfer/k{ref}/frozen/final_goals"]
+        # least-squares slope of the held-out AUC against log2(number of pre-training cities)
+        metrics["transfer/cities_slope"] = cities_slope(counts, [metrics[f"transfer/k{k}/frozen/auc"]
+                                                                 for k in counts])
     ctx.save_json("results", results)
     return metrics

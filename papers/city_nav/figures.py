@@ -90,17 +90,35 @@ def views(record, out):
 
 
 def transfer_curves(record, out):
-    """Learning curves on the new city: a fresh goal pathway with the pre-trained shared
-    torso and policy LSTM frozen, against CityNav from scratch (and the pre-training
-    run on the other cities)."""
+    """Learning curves on the held-out city: a fresh goal pathway on the frozen shared
+    torso and policy LSTM of MultiCityNav pre-trained on k other cities (one line per
+    k), against CityNav from scratch; right: the area under each curve against k."""
     res = record.result("results").get("transfer") or {}
-    fig, ax = plotting.subplots(figsize=(6.5, 4))
-    for name, label in (("pretrain", "MultiCityNav pre-training (other cities)"),
-                        ("frozen", "new city: frozen shared modules"), ("scratch", "new city: from scratch")):
-        if name in res:
-            c = res[name]["curve"]
-            ax.plot([p["frames"] for p in c], [p["goals"] for p in c], marker=".", label=label,
-                    ls="--" if name == "pretrain" else "-")
-    ax.set(xlabel="agent steps", ylabel="goals reached per episode", title="Transfer to a new ProcCity")
-    ax.legend(fontsize=7)
+    runs = res.get("runs", {})
+    fig, axes = plotting.subplots(1, 2, figsize=(11, 4))
+    cols = plotting.plt().cm.viridis(np.linspace(0.15, 0.85, max(len(runs), 1)))
+    ks, aucs = [], []
+    from papers.city_nav.experiment import auc
+    for col, (k, r) in zip(cols, sorted(runs.items(), key=lambda kv: int(kv[0]))):
+        c = r["frozen"]["curve"]
+        ks.append(int(k))
+        aucs.append(auc(c))
+        axes[0].plot([p["frames"] for p in c], [p["goals"] for p in c], marker=".", color=col,
+                     label=f"frozen, pre-trained on {k} cit{'y' if int(k) == 1 else 'ies'} (AUC {aucs[-1]:.2f})")
+    if "scratch" in res:
+        c = res["scratch"]["curve"]
+        a = auc(c)
+        axes[0].plot([p["frames"] for p in c], [p["goals"] for p in c], marker=".", color="C3",
+                     label=f"from scratch (AUC {a:.2f})")
+        axes[1].axhline(a, color="C3", ls="--", label="from scratch")
+    axes[0].set(xlabel="agent steps on the held-out city", ylabel="goals reached per episode",
+                title="Transfer to a held-out ProcCity (stand-in)")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(ks, aucs, marker="o", color="C0", label="frozen shared modules")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xticks(ks or [1])
+    axes[1].set_xticklabels([str(k) for k in ks] or ["1"])
+    axes[1].set(xlabel="pre-training cities (equal total steps)", ylabel="area under the learning curve",
+                title="Transfer vs number of pre-training cities")
+    axes[1].legend(fontsize=7)
     return plotting.save(fig, out / "transfer_curves")
