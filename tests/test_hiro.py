@@ -208,7 +208,15 @@ def test_push_world_is_solved_by_going_left_and_jammed_by_pushing_up():
     maze = E.make_env("point_maze", 2, 100, evaluation=True)
     assert not _scripted(maze, [((0, 1), 30)])["success"].any()  # the wall blocks the direct way
     assert _scripted(maze, [((1, 0), 15), ((0, 1), 15), ((-1, 0), 15)])["success"].all()
-    with pytest.raises(Exception, match="mujoco"):
+
+
+
+def test_ant_worlds_without_mujoco_raise_naming_the_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mujoco", None)   # `import mujoco` now fails
+    monkeypatch.delitem(sys.modules, "papers.hiro.ant", raising=False)
+    with pytest.raises(Exception, match=r"pip install mujoco"):
         E.make_env("ant_maze", 1, 500)
 
 

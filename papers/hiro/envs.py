@@ -1,6 +1,6 @@
 """Point-mass re-creations of HIRO's Ant Maze and Ant Push (Nachum et al. 2018,
 App. B), vectorised in NumPy behind gymnasium's ``VectorEnv`` interface, and the
-Ant factory of the full profile (MuJoCo is not installed here).
+environment factory (the full profile's Ant worlds are in ``papers.hiro.ant``).
 
 App. B builds both worlds from 8x8 blocks; here a block is 1x1 (every length
 divided by 8) and the Ant is a square body of half-width ``radius`` = 0.1 (the Ant's
@@ -184,16 +184,16 @@ class PointMassNav(gym.vector.VectorEnv):
 
 def make_env(name: str, num_envs: int, horizon: int, evaluation: bool = False,
              generator: torch.Generator | None = None, speed: float = 0.15):
-    """``point_maze`` / ``point_push`` here; ``ant_maze`` / ``ant_push`` / ``ant_fall`` (the
-    full profile, App. B: rllab Ant with gear 30, dt 0.02 x frame skip 5) need MuJoCo."""
+    """``point_maze`` / ``point_push`` (cpu); ``ant_maze`` / ``ant_push`` / ``ant_fall`` (the
+    full profile, App. B: rllab Ant with gear 30, dt 0.02 x frame skip 5; ``papers.hiro.ant``)
+    need the optional dependency MuJoCo and raise, naming it, without it."""
     if name.startswith("point_"):
         return PointMassNav(name[len("point_"):], num_envs, speed=speed, horizon=horizon,
                             evaluation=evaluation, generator=generator)
     if name in ("ant_maze", "ant_push", "ant_fall"):
-        raise ReproError(
-            f"{name} (HIRO App. B: rllab Ant, gear 30, dt 0.02 x frame skip 5, 500-step "
-            f"episodes) needs MuJoCo and an Ant world built from App. B's blocks, which this "
-            f"hub does not ship: install `mujoco` (pip install mujoco) and implement the "
-            f"world in papers/hiro/envs.py; the cpu profile uses point_maze / point_push")
+        from papers.hiro import ant  # imports mujoco, or raises naming `pip install mujoco`
+
+        return ant.AntNav(name[len("ant_"):], num_envs, horizon=horizon, evaluation=evaluation,
+                          generator=generator)
     raise ReproError(f"unknown environment {name!r}; known: point_maze, point_push, "
                      f"ant_maze, ant_push, ant_fall")
