@@ -201,15 +201,72 @@ def _scripted(env, moves):
 
 def test_push_world_is_solved_by_going_left_and_jammed_by_pushing_up():
     env = E.make_env("point_push", 2, 100, evaluation=True)
-    info = _scripted(env, [((-1, 0), 7), ((0, 1), 7), ((1, 0), 10), ((0, 1), 10)])
+    info = _scripted(env, [((-1, 0), 7), ((0, 1), 7), ((1, 0), 8), ((0, 1), 10)])
     assert info["success"].all() and env.block[0, 0] > 0.5       # block pushed right
     info = _scripted(env, [((0, 1), 30), ((1, 0), 10), ((0, 1), 10)])
     assert not info["success"].any() and env.block[0, 1] > 1.5   # block jammed in the target's cell
     maze = E.make_env("point_maze", 2, 100, evaluation=True)
     assert not _scripted(maze, [((0, 1), 30)])["success"].any()  # the wall blocks the direct way
     assert _scripted(maze, [((1, 0), 15), ((0, 1), 15), ((-1, 0), 15)])["success"].all()
-    with pytest.raises(Exception, match="mujoco"):
+
+
+
+def test_ant_worlds_without_mujoco_raise_naming_the_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mujoco", None)   # `import mujoco` now fails
+    monkeypatch.delitem(sys.modules, "papers.hiro.ant", raising=False)
+    with pytest.raises(Exception, match=r"pip install mujoco"):
         E.make_env("ant_maze", 1, 500)
+
+
+def test_body_cannot_slip_past_the_block_corner_or_tunnel_through_a_wall():
+    """Last stop's exploit: the block nudged 0.02 to the right left a gap that a point
+    (no body) slipped through into the target's dead end.  A body of half-width r needs
+    the block pushed at least 2r out of the target's column; the point still slips."""
+    def nudge_then_up(radius):
+        env = E.PointMassNav("push", 1, radius=radius, evaluation=True)
+        env.reset()
+        env.block[:] = (0.02, 1.0)
+        env.pos[:] = (0.02 - 0.5 - radius, 1.0)           # touching the block's left face
+        for _ in range(10):                                # straight up along it
+            *_, info = env.step(np.array([(0.0, 1.0)]))
+        return env, info
+
+    env, info = nudge_then_up(0.1)
+    assert env.pos[0, 1] == pytest.approx(1.5 - 0.1)      # stopped by the wall above cell (-1, 1)
+    assert env.block[0] == pytest.approx((0.02, 1.0)) and not info["success"].any()
+    point, info = nudge_then_up(0.0)
+    assert point.pos[0, 1] > 2.0 and info["success"].all()  # what a point did
+    # one fast step straight up from the start: the end point (0, 2) is free, the path is not
+    maze = E.PointMassNav("maze", 3, speed=2.0, radius=0.1)
+    maze.reset()
+    maze.pos[:] = [(0.0, 0.0), (2.0, 0.0), (0.0, 2.0)]
+    maze.step(np.array([(0, 1), (0, 1), (7, 0)], dtype=float))  # the last: 2 per step, clipped action
+    assert maze.pos[0] == pytest.approx((0.0, 0.5 - 0.1))      # stopped at the wall, not through it
+    assert maze.pos[1] == pytest.approx((2.0, 2.0))            # a free corridor: the full step
+    assert maze.pos[2] == pytest.approx((2.0, 2.0))
+    fast = E.PointMassNav("maze", 1, speed=7.0, radius=0.1)
+    fast.reset()
+    fast.step(np.array([(1.0, 0.0)]))
+    assert fast.pos[0] == pytest.approx((2.5 - 0.1, 0.0))     # the far wall, not beyond it
+
+
+def test_pushing_moves_the_block_by_the_body_overlap_and_walls_stop_it():
+    env = E.PointMassNav("push", 2, speed=0.15, radius=0.1)
+    env.reset()
+    gaps = []
+    for _ in range(12):  # straight up from (0, 0): contact after 0.4 - 0.1 = 0.3 of travel
+        env.step(np.array([(0.0, 1.0), (0.0, 0.0)]))
+        gaps.append(env.block[0, 1] - 0.5 - (env.pos[0, 1] + 0.1))
+    assert env.block[1] == pytest.approx((0.0, 1.0)) and env.pos[1] == pytest.approx((0.0, 0.0))
+    assert env.block[0, 1] == pytest.approx(2.0)                # jammed at the dead end's top wall
+    assert env.pos[0, 1] == pytest.approx(2.0 - 0.5 - 0.1)      # and the body stops against it
+    assert min(gaps) > -1e-9 and gaps[-1] == pytest.approx(0.0)  # the body never enters the block
+    before = env.block.copy()
+    env.pos[0] = (0.0, 1.4)
+    env.step(np.array([(1.0, 0.0), (0.0, 0.0)]))                # sideways: no contact, no push
+    assert np.array_equal(env.block, before)
 
 
 def test_evaluate_reads_success_at_the_final_step_only():
@@ -238,7 +295,7 @@ TINY_S = dict(envs=(("push", "point_push"),), methods=("hiro",), steps=60, horiz
               eval_episodes=3, speed=0.15)
 TINY_A = dict(c=5, goal_range=1.5, hidden=(8, 8), buffer=500, batch_size=4, low_noise=0.1, high_noise=0.1,
               gamma=0.99, tau=0.005, actor_lr=1e-3, critic_lr=1e-3, high_reward_scale=0.1, candidates=10,
-              start_steps=10)
+              start_steps=10, pretrain_steps=30)
 
 
 def test_killed_training_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -282,3 +339,21 @@ def test_video_round_trip(tmp_path):
     back = imageio.mimread(path)
     assert len(back) == 4 and back[0].shape[:2] == (8, 10)
     assert [int(np.asarray(f)[..., :3].mean()) for f in back] == [0, 40, 80, 120]
+
+
+def test_pretraining_phases_train_only_their_level():
+    """Fig. 4's pre-training ablation: "pretrain" episodes fill and train only the low level
+    (on uniformly random goals); "frozen" episodes train only the high level and leave
+    the low level's weights and replay untouched."""
+    env = time_limited(E.make_env("point_maze", 1, 20), 20)
+    ag = X.make_agent("pretrain", env.unwrapped, TINY_A, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    steps = X.train_episode("pretrain", ag, env, gen, 0, 5, "cpu", phase="pretrain")
+    assert steps == 20 and len(ag.low_replay) == 20 and len(ag.high_replay) == 0 and ag.low.updates > 0
+    low = {k: v.clone() for k, v in ag.low.actor.state_dict().items()}
+    n_low, upd = len(ag.low_replay), ag.low.updates
+    X.train_episode("pretrain", ag, env, gen, 0, 5, "cpu", phase="frozen")
+    assert len(ag.high_replay) == 20 // TINY_A["c"] and ag.high.updates > 0
+    assert len(ag.low_replay) == n_low and ag.low.updates == upd
+    assert all(torch.equal(v, ag.low.actor.state_dict()[k]) for k, v in low.items())
+    assert ag.correction  # the correction stays on (harmless with a fixed low level)

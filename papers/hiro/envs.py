@@ -1,19 +1,22 @@
 """Point-mass re-creations of HIRO's Ant Maze and Ant Push (Nachum et al. 2018,
 App. B), vectorised in NumPy behind gymnasium's ``VectorEnv`` interface, and the
-Ant factory of the full profile (MuJoCo is not installed here).
+environment factory (the full profile's Ant worlds are in ``papers.hiro.ant``).
 
 App. B builds both worlds from 8x8 blocks; here a block is 1x1 (every length
-divided by 8) and the Ant is a point that moves by ``speed * action`` per step
-(action in [-1, 1]^2), stopped by walls axis by axis:
+divided by 8) and the Ant is a square body of half-width ``radius`` = 0.1 (the Ant's
+leg tips rest at +-0.8 in x and y, / 8) that moves by ``speed * action`` per step
+(action in [-1, 1]^2), swept against walls and the block axis by axis (``move``):
 
 - Maze: free cells (0,0),(1,0),(2,0),(2,1),(2,2),(1,2),(0,2) (the paper's "⊃"),
   start (0,0); training targets uniform in [-0.5, 2.5]^2 (the paper's
   [-4, 20]^2 / 8), evaluation target (0, 2) (the paper's (0, 16)).
 - Push: free cells (0,0),(-1,0),(-1,1),(0,1),(1,1),(2,1),(0,2), a movable 1x1
-  block at (0,1) that the point pushes along the axis it moves on (when the
-  block's new square is free), target (0, 2.375) (the paper's (0, 19)).  Pushing
+  block at (0,1) that the body pushes along the axis it moves on (as far as the
+  block's own walls allow), target (0, 2.375) (the paper's (0, 19)).  Pushing
   the block up jams it into the target's dead end; the solution goes left, then
-  pushes the block right and walks up.
+  pushes the block right by at least 2 x radius and walks up.  (Last stop's world
+  had a point with no body, which slipped past the block's corner after nudging it
+  0.02: the only Push success of that sweep.)
 
 Reward: -L2 distance of the point to the target (App. B's dense reward); success:
 within 0.625 (= 5/8) of the target at the FINAL step.  Observation:
@@ -32,7 +35,8 @@ import torch
 
 from registry import ReproError
 
-EPS = 1e-6
+TOL = 1e-9      # contact tolerance
+SUBSTEP = 0.25  # longest sub-step of a swept move (less than a cell, and than the body)
 
 LAYOUTS = {
     "maze": dict(free=[(0, 0), (1, 0), (2, 0), (2, 1), (2, 2), (1, 2), (0, 2)], block=None,
@@ -48,12 +52,15 @@ class PointMassNav(gym.vector.VectorEnv):
 
     def __init__(self, layout: str, num_envs: int, speed: float = 0.15, horizon: int = 100,
                  success_radius: float = 0.625, evaluation: bool = False,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, radius: float = 0.1):
         if layout not in LAYOUTS:
             raise ReproError(f"unknown point-mass layout {layout!r}; choose from {sorted(LAYOUTS)}")
         spec = LAYOUTS[layout]
         self.layout, self.num_envs, self.speed, self.horizon = layout, num_envs, speed, horizon
         self.success_radius, self.evaluation = success_radius, evaluation
+        if not 0.0 <= radius < 0.5:
+            raise ReproError(f"body radius {radius} must lie in [0, 0.5) (the corridors are 1 wide)")
+        self.radius = float(radius)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         cells = np.array(spec["free"])
         self.offset = cells.min(0) - 1
@@ -75,7 +82,11 @@ class PointMassNav(gym.vector.VectorEnv):
         self.target = np.tile(self.eval_target, (num_envs, 1))
         self.t = 0
 
-    # ---- geometry (vectorised over the batch)
+    # ---- geometry (vectorised over the batch).  The agent is a square body of half-width
+    # ``radius`` (the Ant's footprint, not a point); the block a unit square; walls are the
+    # non-free unit cells.  Motion is swept axis by axis in sub-steps of at most SUBSTEP, and
+    # each sub-step is clamped at the first wall boundary or block face its leading edge meets,
+    # so a body can neither slip past a corner it overlaps nor tunnel through a wall.
     def free(self, p: np.ndarray) -> np.ndarray:
         """Whether points (..., 2) lie in a free cell."""
         idx = np.floor(p + 0.5).astype(int) - self.offset
@@ -83,32 +94,51 @@ class PointMassNav(gym.vector.VectorEnv):
         idx = np.clip(idx, 0, np.array(self.grid.shape) - 1)
         return inside & self.grid[idx[..., 0], idx[..., 1]]
 
-    def square_free(self, centre: np.ndarray) -> np.ndarray:
-        """Whether the unit square at ``centre`` (n, 2) lies inside free cells."""
-        h = 0.5 - 1e-3
-        corners = centre[:, None, :] + np.array([[-h, -h], [-h, h], [h, -h], [h, h]])
-        return self.free(corners).all(-1)
+    def _cell_free(self, i: np.ndarray, j: np.ndarray, k: int) -> np.ndarray:
+        """Whether the cell at index i along axis k and j along the other axis is free."""
+        x, y = (i, j) if k == 0 else (j, i)
+        gx, gy = x - self.offset[0], y - self.offset[1]
+        inside = (gx >= 0) & (gy >= 0) & (gx < self.grid.shape[0]) & (gy < self.grid.shape[1])
+        return inside & self.grid[np.clip(gx, 0, self.grid.shape[0] - 1), np.clip(gy, 0, self.grid.shape[1] - 1)]
 
-    def in_block(self, p: np.ndarray) -> np.ndarray:
-        if not self.has_block:
-            return np.zeros(len(p), dtype=bool)
-        return (np.abs(p - self.block) < 0.5 - EPS).all(-1)
+    def wall_room(self, centre: np.ndarray, half: float, k: int, step: np.ndarray) -> np.ndarray:
+        """How far (signed, |.| <= |step| <= SUBSTEP) a square of half-width ``half`` at
+        ``centre`` (n, 2) can move along axis k before touching a wall cell."""
+        s = np.sign(step)
+        lead = centre[:, k] + s * half
+        # the next cell boundary (k + 0.5) at or beyond the leading edge, in the direction of motion
+        bound = np.where(s > 0, np.ceil(lead - 0.5 - TOL) + 0.5, np.floor(lead + 0.5 + TOL) - 0.5)
+        crosses = s * (lead + step - bound) > 0
+        cell = np.round(bound + 0.5 * s).astype(int)
+        p = centre[:, 1 - k]
+        lo = np.floor(p - half + 0.5 + TOL).astype(int)
+        hi = np.floor(p + half + 0.5 - TOL).astype(int)  # at most two cells across (half <= 0.5)
+        blocked = crosses & ~(self._cell_free(cell, lo, k) & self._cell_free(cell, hi, k))
+        return np.where(blocked, bound - lead, step)
 
     def move(self, action: np.ndarray) -> None:
         d = self.speed * np.clip(action, -1.0, 1.0)
-        for k in (0, 1):  # axis by axis: slide along walls
-            new = self.pos.copy()
-            new[:, k] += d[:, k]
-            ok = self.free(new)
-            if self.has_block:
-                hit = ok & self.in_block(new)
-                # push: the block's near edge goes to the point's new position
-                nb = self.block.copy()
-                nb[:, k] = new[:, k] + 0.5 * np.sign(d[:, k]) + np.sign(d[:, k]) * EPS
-                can = hit & (d[:, k] != 0) & self.square_free(nb)
-                self.block = np.where(can[:, None], nb, self.block)
-                ok &= ~hit | can
-            self.pos = np.where(ok[:, None], new, self.pos)
+        n_sub = max(1, int(np.ceil(np.abs(d).max() / SUBSTEP - 1e-9)))
+        for _ in range(n_sub):
+            for k in (0, 1):  # axis by axis: a body slides along the walls it touches
+                want = self.wall_room(self.pos, self.radius, k, d[:, k] / n_sub)
+                if self.has_block:
+                    want = self._push(k, want)
+                self.pos[:, k] += want
+
+    def _push(self, k: int, want: np.ndarray) -> np.ndarray:
+        """The body's move along axis k given the block: it moves freely up to the block's
+        face, then pushes the block as far as the block's own walls allow, and stops there."""
+        s = np.sign(want)
+        lead = self.pos[:, k] + s * self.radius
+        gap = s * (self.block[:, k] - s * 0.5 - lead)          # distance to the near face
+        overlap = np.abs(self.pos[:, 1 - k] - self.block[:, 1 - k]) < self.radius + 0.5 - TOL
+        contact = (s != 0) & overlap & (gap > -TOL) & (np.abs(want) > gap)
+        gap = np.maximum(gap, 0.0)
+        rest = np.where(contact, want - s * gap, 0.0)
+        pushed = self.wall_room(self.block, 0.5, k, rest)
+        self.block[:, k] += np.where(contact, pushed, 0.0)
+        return np.where(contact, s * gap + pushed, want)
 
     # ---- gymnasium interface
     def _obs(self) -> np.ndarray:
@@ -154,16 +184,16 @@ class PointMassNav(gym.vector.VectorEnv):
 
 def make_env(name: str, num_envs: int, horizon: int, evaluation: bool = False,
              generator: torch.Generator | None = None, speed: float = 0.15):
-    """``point_maze`` / ``point_push`` here; ``ant_maze`` / ``ant_push`` / ``ant_fall`` (the
-    full profile, App. B: rllab Ant with gear 30, dt 0.02 x frame skip 5) need MuJoCo."""
+    """``point_maze`` / ``point_push`` (cpu); ``ant_maze`` / ``ant_push`` / ``ant_fall`` (the
+    full profile, App. B: rllab Ant with gear 30, dt 0.02 x frame skip 5; ``papers.hiro.ant``)
+    need the optional dependency MuJoCo and raise, naming it, without it."""
     if name.startswith("point_"):
         return PointMassNav(name[len("point_"):], num_envs, speed=speed, horizon=horizon,
                             evaluation=evaluation, generator=generator)
     if name in ("ant_maze", "ant_push", "ant_fall"):
-        raise ReproError(
-            f"{name} (HIRO App. B: rllab Ant, gear 30, dt 0.02 x frame skip 5, 500-step "
-            f"episodes) needs MuJoCo and an Ant world built from App. B's blocks, which this "
-            f"hub does not ship: install `mujoco` (pip install mujoco) and implement the "
-            f"world in papers/hiro/envs.py; the cpu profile uses point_maze / point_push")
+        from papers.hiro import ant  # imports mujoco, or raises naming `pip install mujoco`
+
+        return ant.AntNav(name[len("ant_"):], num_envs, horizon=horizon, evaluation=evaluation,
+                          generator=generator)
     raise ReproError(f"unknown environment {name!r}; known: point_maze, point_push, "
                      f"ant_maze, ant_push, ant_fall")

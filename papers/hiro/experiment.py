@@ -35,7 +35,7 @@ PAPER = Paper(
     venue="NeurIPS 2018", arxiv="1805.08296",
     code="https://github.com/tensorflow/models/tree/master/research/efficient-hrl")
 
-METHODS = ("hiro", "nocorr", "flat")
+METHODS = ("hiro", "nocorr", "flat", "pretrain")
 
 
 @gin.configurable(module="hiro")
@@ -51,16 +51,17 @@ def setup(envs=(("maze", "ant_maze"), ("push", "ant_push"), ("fall", "ant_fall")
 @gin.configurable(module="hiro")
 def agent(c=10, goal_range=10.0, hidden=(300, 300), buffer=200_000, batch_size=100, low_noise=1.0 / 30,
           high_noise=0.1, gamma=0.99, tau=0.005, actor_lr=1e-4, critic_lr=1e-3, high_reward_scale=0.1,
-          candidates=10, start_steps=2_500):
+          candidates=10, start_steps=2_500, pretrain_steps=2_000_000):
     """App. C: c = 10, (300, 300) nets, replay 200k, batch 100, gamma 0.99, tau 0.005, Adam
     1e-4 / 1e-3, high-level reward x 0.1, 10 candidates.  Exploration sigma 1.0 at both levels
     in the Ant's units (torque range 30, x-y goal range 10): as fractions of the half-range
     1/30 (low) and 1/10 (high).  ``start_steps`` uniform-random steps first (official:
-    initial_episodes = 5 x 500)."""
+    initial_episodes = 5 x 500).  ``pretrain_steps``: the "pre-training" ablation's low-level
+    training on random goals before it is frozen (Fig. 4: 2M steps)."""
     return dict(c=c, goal_range=goal_range, hidden=tuple(hidden), buffer=buffer, batch_size=batch_size,
                 low_noise=low_noise, high_noise=high_noise, gamma=gamma, tau=tau, actor_lr=actor_lr,
                 critic_lr=critic_lr, high_reward_scale=high_reward_scale, candidates=candidates,
-                start_steps=start_steps)
+                start_steps=start_steps, pretrain_steps=pretrain_steps)
 
 
 def to_t(x) -> torch.Tensor:
@@ -74,7 +75,7 @@ def make_agent(method: str, env, acfg: dict, device):
                     noise=acfg["low_noise"], gamma=acfg["gamma"], tau=acfg["tau"], actor_lr=acfg["actor_lr"],
                     critic_lr=acfg["critic_lr"], device=device)
     feat_dim = env.low_features(np.zeros((1, obs_dim))).shape[-1]
-    return HIRO(env, obs_dim, 2, feat_dim, acfg["goal_range"], c=acfg["c"], correction=(method == "hiro"),
+    return HIRO(env, obs_dim, 2, feat_dim, acfg["goal_range"], c=acfg["c"], correction=(method != "nocorr"),
                 hidden=acfg["hidden"], buffer=acfg["buffer"], batch_size=acfg["batch_size"],
                 low_noise=acfg["low_noise"], high_noise=acfg["high_noise"],
                 high_reward_scale=acfg["high_reward_scale"], gamma=acfg["gamma"], tau=acfg["tau"],
@@ -103,8 +104,12 @@ def policy_fn(method: str, ag, device, log=None):
     return pol
 
 
-def train_episode(method: str, ag, env, gen: torch.Generator, steps_done: int, start_steps: int, device):
-    """One exploring episode in every sub-environment, learning as it goes."""
+def train_episode(method: str, ag, env, gen: torch.Generator, steps_done: int, start_steps: int, device,
+                  phase: str = "joint"):
+    """One exploring episode in every sub-environment, learning as it goes.  HIRO's
+    ``phase``: "joint" (both levels learn), "pretrain" (uniformly random goals, only the
+    low level learns; Fig. 4's pre-training) or "frozen" (only the high level learns, on
+    top of a pre-trained low level that no longer changes)."""
     obs = to_t(env.reset()[0]).to(device)
     n, T = env.num_envs, env.unwrapped.horizon
     if method == "flat":
@@ -121,18 +126,20 @@ def train_episode(method: str, ag, env, gen: torch.Generator, steps_done: int, s
     for t in range(T):
         random = steps_done < start_steps
         if t % c == 0:
-            g = ag.high_act(obs, True, random, gen)
+            g = ag.high_act(obs, True, random or phase == "pretrain", gen)
             g0, states, actions, rsum = g, [obs], [], torch.zeros(n)
-        a = ag.low_act(obs, g, True, random, gen)
+        a = ag.low_act(obs, g, True, random and phase != "frozen", gen)
         nxt, r, *_ = env.step(a.cpu().numpy())
         nxt = to_t(nxt).to(device)
-        ag.store_low(obs, g, a, nxt)
+        if phase != "frozen":
+            ag.store_low(obs, g, a, nxt)
         g = ag.next_goal(obs, g, nxt)
         states.append(nxt)
         actions.append(a)
         rsum += to_t(r)
-        ag.update_low(gen)
-        if (t + 1) % c == 0:
+        if phase != "frozen":
+            ag.update_low(gen)
+        if (t + 1) % c == 0 and phase != "pretrain":
             ag.store_high(torch.stack(states, 1), torch.stack(actions, 1), g0, rsum,
                           torch.full((n,), float(t == T - 1)))
             ag.update_high(gen)
@@ -153,13 +160,24 @@ def train_pair(ctx: RunContext, env_key: str, env_name: str, method: str, scfg: 
     ag = make_agent(method, base, acfg, dev)
     episodes_per_epoch = max(1, scfg["eval_every"] // horizon)
     epochs = max(1, scfg["steps"] // (episodes_per_epoch * horizon))
-    state = {"steps": 0, "curve": [], "seconds": 0.0}
+    # "pretrain": the low level first learns alone on random goals for pretrain_steps (not
+    # counted in "steps", not evaluated), then is frozen while the high level learns
+    pre_epochs = (max(1, acfg["pretrain_steps"] // (episodes_per_epoch * horizon))
+                  if method == "pretrain" else 0)
+    state = {"steps": 0, "pre_steps": 0, "curve": [], "seconds": 0.0}
     loop = ctx.resumable(key, {"learner": ag, **{f"gen_{k}": g for k, g in gens.items()}}, state)
-    for epoch in loop.epochs(epochs):
+    for epoch in loop.epochs(pre_epochs + epochs):
         t0 = time.perf_counter()
+        if epoch < pre_epochs:
+            for _ in range(episodes_per_epoch):
+                state["pre_steps"] = train_episode(method, ag, env, gens["agent"], state["pre_steps"],
+                                                   acfg["start_steps"], dev, phase="pretrain")
+            state["seconds"] += time.perf_counter() - t0
+            ctx.log(f"[{key}] low-level pre-training: {state['pre_steps']} steps ({state['seconds']:.0f} s)")
+            continue
         for _ in range(episodes_per_epoch):
-            state["steps"] = train_episode(method, ag, env, gens["agent"], state["steps"],
-                                           acfg["start_steps"], dev)
+            state["steps"] = train_episode(method, ag, env, gens["agent"], state["steps"], acfg["start_steps"],
+                                           dev, phase="frozen" if method == "pretrain" else "joint")
         res = evaluate(eval_env, policy_fn(method, ag, dev))
         state["seconds"] += time.perf_counter() - t0
         state["curve"].append({"steps": state["steps"], "success": res["success"],

@@ -11,8 +11,9 @@ from common import plotting
 from common.records import RunRecord
 from papers.hiro import envs as E
 
-LABEL = {"hiro": "HIRO", "nocorr": "HIRO, no off-policy correction", "flat": "flat TD3 (no HRL)"}
-COLOR = {"hiro": "C0", "nocorr": "C1", "flat": "C2"}
+LABEL = {"hiro": "HIRO", "nocorr": "HIRO, no off-policy correction", "flat": "flat TD3 (no HRL)",
+         "pretrain": "HIRO, low level pre-trained, then frozen"}
+COLOR = {"hiro": "C0", "nocorr": "C1", "flat": "C2", "pretrain": "C3"}
 
 
 def _siblings(record):
