@@ -51,11 +51,14 @@ def spectrograms(record, out):
     a = record.result("audio")
     sr = int(a["sr"])
     names = [("real", "real (held-out)"), ("recon_vq", "VQ-VAE reconstruction"),
-             ("recon_amae", "AMAE reconstruction"), ("ada", "ADA hierarchy sample"),
-             ("uncond", "unconditional WaveNet sample (longest receptive field)")]
+             ("recon_amae", "AMAE reconstruction"), ("ada", "ADA hierarchy sample")]
     info = record.result("long_range").get("uncond_info", [])
-    names += [(i["key"], f"unconditional WaveNet sample (receptive field {i['receptive_field_ms']:.0f} ms)")
-              for i in info[:-1] if i["key"] in a]
+    for j, i in enumerate(info):  # the receptive-field family, shortest first; the last is saved as "uncond"
+        k = "uncond" if j == len(info) - 1 else i["key"]
+        if k in a:
+            names.append((k, f"unconditional WaveNet sample (receptive field {i['receptive_field_ms']:.0f} ms)"))
+    if not info:
+        names.append(("uncond", "unconditional WaveNet sample"))
     fig, axes = plotting.subplots(len(names), 1, figsize=(8, 1.5 * len(names)))
     for ax, (k, title) in zip(axes, names):
         x = mu_law_decode(a[k][0].long())
@@ -67,7 +70,7 @@ def spectrograms(record, out):
         ax.grid(False)
         _wav(Path(out) / f"{k}.wav", a[k][0], sr)
     axes[-1].set(xlabel="seconds")
-    return plotting.save(fig, Path(out) / "spectrograms.png", dpi=60)  # noisy images compress badly
+    return plotting.save(fig, Path(out) / "spectrograms.png", dpi=48)  # noisy images compress badly
 
 
 def long_range(record, out):
