@@ -28,12 +28,13 @@ def _one_thread():
 
 # ------------------------------------------------------------------ WaveNet
 
-@pytest.mark.parametrize("cond", [0, 5])
-def test_cached_generation_equals_full_forward(cond):
+@pytest.mark.parametrize("cond,scalar", [(0, False), (5, False), (0, True)])
+def test_cached_generation_equals_full_forward(cond, scalar):
     """Every step's logits of the queue sampler equal the full (teacher-forced) forward
     pass over the generated sequence, and the naive sampler draws the same samples."""
     torch.manual_seed(0)
-    net = M.WaveNet(classes=32, residual=8, skip=12, dilations=(1, 2, 4, 8, 1, 2, 4, 8), cond_dim=cond, hop=4)
+    net = M.WaveNet(classes=32, residual=8, skip=12, dilations=(1, 2, 4, 8, 1, 2, 4, 8), cond_dim=cond, hop=4,
+                    scalar_input=scalar)
     c = torch.randn(3, cond, 25) if cond else None
     x, logits = net.generate(3, 97, c, generator=torch.Generator().manual_seed(1), return_logits=True)
     with torch.no_grad():
@@ -44,6 +45,24 @@ def test_cached_generation_equals_full_forward(cond):
     assert x.unique().numel() > 5  # a real sample, not a constant
 
 
+def test_generate_many_equals_each_models_forward():
+    """Sampling several unconditional WaveNets with different dilations at once: each
+    model's step logits equal its own full forward pass over its own samples, and a
+    model sampled alone by generate_many draws what WaveNet.generate draws."""
+    torch.manual_seed(0)
+    dils = [(1, 2, 1, 2, 1, 2), (1, 2, 4, 8, 1, 2), (1, 2, 4, 8, 16, 32)]
+    nets = [M.WaveNet(classes=24, residual=8, skip=10, dilations=d, scalar_input=True).eval() for d in dils]
+    x, logits = M.generate_many(nets, 3, 90, generator=torch.Generator().manual_seed(2), return_logits=True)
+    assert x.shape == (3, 3, 90) and logits.shape == (3, 3, 24, 90)
+    with torch.no_grad():
+        for m, net in enumerate(nets):
+            full = net(x[m])
+            assert torch.allclose(logits[m], full, atol=1e-5), (m, (logits[m] - full).abs().max())
+            assert x[m].unique().numel() > 5
+    one = M.generate_many(nets[2:], 3, 50, generator=torch.Generator().manual_seed(3))[0]
+    assert torch.equal(one, nets[2].generate(3, 50, generator=torch.Generator().manual_seed(3)))
+
+
 def test_wavenet_is_causal_by_gradients():
     """The gradient of the logits at t with respect to the embedded (shifted) input is
     zero at every position after t: the output at t depends on x[:t] only; and it is
@@ -52,13 +71,8 @@ def test_wavenet_is_causal_by_gradients():
     net = M.WaveNet(classes=16, residual=8, skip=32, dilations=(1, 2, 4, 8))
     T, t = 40, 25
     x = torch.randint(0, 16, (1, T))
-    emb = net.embed(net.shifted(x)).detach().requires_grad_(True)  # emb[:, s] encodes x[s - 1]
-
-    class Fixed(torch.nn.Module):
-        def forward(self, _):
-            return emb
-
-    net.embed = Fixed()
+    emb = net.embed_input(net.shifted(x)).detach().requires_grad_(True)  # emb[:, s] encodes x[s - 1]
+    net.embed_input = lambda _: emb
     logits = net.trunk(torch.zeros(1, T, dtype=torch.long), None)
     logits[0, :, t].pow(2).sum().backward()
     g = emb.grad[0].abs().sum(1)  # per position of the shifted input

@@ -9,12 +9,15 @@ Stages (each resumable: training loops checkpoint per chunk, evaluations are ``c
    steps; code usage (perplexity, dead codes) on held-out crops after every chunk.
 3. Decoder-uses-codes check: held-out NLL given the true codes vs given the same codes
    shuffled in time.
-4. The unconditional WaveNet baseline (a longer receptive field, similar parameter count
-   to the whole hierarchy), same steps and batch.
+4. The unconditional WaveNet baselines: a family with growing receptive fields (one per
+   entry of ``model.uncond_dilations``; at cpu the same layer count, so the same cost per
+   sample), same steps and batch; the last (longest receptive field) is "the" baseline
+   of the ADA-vs-WaveNet claims.
 5. Level 2: an AMAE ADA over the level-1 AMAE codes (hop 8 again: 64 audio samples per
    top code), and an unconditional WaveNet prior over the level-2 codes.
 6. Samples (cached generation): the hierarchy top-down (prior -> level-2 decoder ->
-   level-1 decoder) and the unconditional WaveNet, ``sample.n`` x ``sample.seconds`` each;
+   level-1 decoder) and every unconditional WaveNet (batched in one cached loop by
+   ``method.generate_many``), ``sample.n`` x ``sample.seconds`` each;
    the long-range metrics of structure.py on them and on held-out real excerpts.
 """
 
@@ -54,19 +57,22 @@ def data(source="synth", pieces=400, heldout=40, seconds=40.0, sr=16000, data_se
 
 @gin.configurable(module="music_ada")
 def model(codes=256, dim=64, enc_channels=128, downsamples=3, residual=64, skip=128,
-          decoder_dilations=(1, 2, 4, 8, 16, 32) * 2, uncond_dilations=((1, 2, 4, 8, 16, 32, 64, 128, 256, 512) * 3,),
+          decoder_dilations=(1, 2, 4, 8, 16, 32) * 2, uncond_dilations=((1, 2, 4, 8, 16, 32) * 5, (1, 2, 4, 8, 16, 32, 64, 128) * 3 + (1, 2, 4, 8, 16, 32),
+                            (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) * 3),
           codes2=256, l2_dilations=(1, 2, 4, 8, 16, 32) * 2, prior_dilations=(1, 2, 4, 8, 16, 32, 64, 128) * 2,
-          beta=0.25, diversity=0.1):
+          beta=0.25, diversity=0.1, audio_scalar_input=True):
     """Level-1 ADA (hop 2**downsamples) and the unconditional WaveNets (one per entry of
     ``uncond_dilations``: growing receptive fields; the last is the sampled baseline);
     level-2 ADA over level-1 codes and its prior.  ``diversity``: AMAE diversity-loss
     weight (times 1/K; the paper's value was not found: 0.1 chosen over 1.0 by held-out
-    NLL in one development run, see claims.toml)."""
+    NLL in one development run, see claims.toml).  ``audio_scalar_input``: audio WaveNets
+    (level-1 decoders, unconditional WaveNets) add the companded amplitude times a learned
+    vector to their input embedding (faster learning at few updates; claims.toml)."""
     return dict(codes=codes, dim=dim, enc_channels=enc_channels, downsamples=downsamples,
                 residual=residual, skip=skip, decoder_dilations=tuple(decoder_dilations),
                 uncond_dilations=tuple(tuple(u) for u in uncond_dilations), codes2=codes2,
                 l2_dilations=tuple(l2_dilations), prior_dilations=tuple(prior_dilations),
-                beta=beta, diversity=diversity)
+                beta=beta, diversity=diversity, audio_scalar_input=audio_scalar_input)
 
 
 @gin.configurable(module="music_ada")
@@ -114,16 +120,17 @@ def fit(ctx: RunContext, key: str, net, loss_fn, batch_fn, steps: int, lr: float
     loop = ctx.resumable(key, {"model": net, "opt": opt, "gen": gen}, state)
     per = max(1, steps // chunks)
     for chunk in loop.epochs(chunks):
+        c0 = time.process_time()
         with WallTimer(ctx.device) as t:
             means = train_steps(net, opt, lambda step: loss_fn(net, batch_fn(gen)), per,
                                 start=chunk * per, clip_grad_norm=10.0)
-        row = {"step": (chunk + 1) * per, **means, "seconds": t.seconds}
+        row = {"step": (chunk + 1) * per, **means, "seconds": t.seconds, "cpu_seconds": time.process_time() - c0}
         if monitor is not None:
             net.eval()
             row.update(monitor(net))
         state["history"].append(row)
         ctx.log(f"[{key}] step {row['step']}/{chunks * per}: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
+            f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float) and not k.endswith("seconds"))
             + f" ({row['seconds']:.0f} s)")
     net.eval()
     return state["history"]
@@ -156,7 +163,8 @@ def heldout_crops(heldout: list, length: int, n: int, generator: torch.Generator
 def make_ada(classes: int, quantiser: str, m: dict, codes: int, dilations) -> M.ADA:
     return M.ADA(classes, quantiser, codes, dim=m["dim"], enc_channels=m["enc_channels"],
                  downsamples=m["downsamples"], residual=m["residual"], skip=m["skip"],
-                 dilations=dilations, beta=m["beta"], diversity=m["diversity"])
+                 dilations=dilations, beta=m["beta"], diversity=m["diversity"],
+                 scalar_input=classes == 256 and m["audio_scalar_input"])
 
 
 def usage_monitor(x_eval):
@@ -221,18 +229,25 @@ def run(ctx: RunContext) -> dict:
         metrics[f"{q}/perplexity_min_late"] = min(r["perplexity"] for r in histories[q][len(histories[q]) // 2:])
 
     # ---- unconditional WaveNets (growing receptive fields; the last is sampled)
-    uncond = None
+    unconds, uncond_info, cpu_sec = [], [], []
     for j, dil in enumerate(m["uncond_dilations"]):
-        net = M.WaveNet(256, m["residual"], m["skip"], dil).to(ctx.device)
+        net = M.WaveNet(256, m["residual"], m["skip"], dil, scalar_input=m["audio_scalar_input"]).to(ctx.device)
         key = f"uncond{j}"
         histories[key] = fit(ctx, key, net, wavenet_loss, audio_batch, tcfg["steps"], tcfg["lr"], tcfg["chunks"])
         seconds[key] = sum(r["seconds"] for r in histories[key])
+        cpu_sec.append(sum(r.get("cpu_seconds", r["seconds"]) for r in histories[key]))
         with torch.no_grad():
             bits = net.nll(x_eval).item() / LN2
         metrics[f"{key}/bits"] = bits
         metrics[f"{key}/receptive_field_ms"] = 1000 * net.receptive_field / sr
         metrics[f"{key}/params"] = count_parameters(net)
-        uncond = net
+        metrics[f"{key}/train_cpu_seconds"] = cpu_sec[-1]
+        uncond_info.append({"key": key, "bits": bits, "receptive_field_ms": 1000 * net.receptive_field / sr,
+                            "layers": len(dil)})
+        unconds.append(net)
+    uncond = unconds[-1]
+    # the receptive-field family should cost about the same per sample (same layer count)
+    metrics["cost/uncond_cpu_spread"] = max(cpu_sec) / max(1e-9, min(cpu_sec))
 
     # ---- level 2 (AMAE over the level-1 AMAE codes) and the top prior
     l1 = adas["amae"]
@@ -279,8 +294,14 @@ def run(ctx: RunContext) -> dict:
                                       temperature=scfg["temperature"], progress=lambda r: ctx.progress(r, desc="ADA sample"))
         t_ada = time.perf_counter() - t0
         t0 = time.perf_counter()
-        wav_unc = uncond.generate(n, steps, generator=gen, temperature=scfg["temperature"],
-                                  progress=lambda r: ctx.progress(r, desc="WaveNet sample"))
+        prog = lambda r: ctx.progress(r, desc="WaveNet samples")  # noqa: E731
+        if len({len(u.dilations) for u in unconds}) == 1:  # one batched loop for the whole family
+            wav_uncs = list(M.generate_many(unconds, n, steps, generator=gen, temperature=scfg["temperature"],
+                                            progress=prog))
+        else:
+            wav_uncs = [u.generate(n, steps, generator=gen, temperature=scfg["temperature"], progress=prog)
+                        for u in unconds]
+        wav_unc = wav_uncs[-1]
         t_unc = time.perf_counter() - t0
         # reconstructions: held-out excerpts -> level-1 codes -> decoder sample
         clip = int(scfg["clip_seconds"] * sr)
@@ -292,18 +313,24 @@ def run(ctx: RunContext) -> dict:
                                    "recon_amae": rec["amae"].to(torch.uint8),
                                    "ada": wav_ada[:2, :3 * clip].to(torch.uint8),
                                    "uncond": wav_unc[:2, :3 * clip].to(torch.uint8),
+                                   **{f"uncond{j}": w[:2, :3 * clip].to(torch.uint8)
+                                      for j, w in enumerate(wav_uncs[:-1])},
                                    "sr": torch.tensor(sr)})
         real = heldout_crops(heldout, steps, n, ctx.generator("real_excerpts"))
-        out = {"seconds_ada": t_ada, "seconds_uncond": t_unc}
-        for name, wav in (("real", real), ("ada", wav_ada), ("uncond", wav_unc)):
+        out = {"seconds_ada": t_ada, "seconds_uncond": t_unc, "uncond_info": uncond_info}
+        for name, wav in (("real", real), ("ada", wav_ada), ("uncond", wav_unc),
+                          *((f"uncond{j}", w) for j, w in enumerate(wav_uncs[:-1]))):
             out[name] = S.all_metrics(D.mu_law_decode(wav), sr, scfg["min_lag"], scfg["key_window"])
         return out
 
     lr_res = ctx.once("samples", sample_all)
-    for name in ("real", "ada", "uncond"):
+    J = len(unconds)
+    for name in ("real", "ada", "uncond", *(f"uncond{j}" for j in range(J - 1))):
         r = lr_res[name]
         for k in ("key_excess", "chroma_long_excess", "onset_icc", "onset_rate", "key_within"):
             metrics[f"{name}/{k}"] = r[k]
+    for k in ("key_excess", "chroma_long_excess", "onset_icc", "onset_rate", "key_within"):
+        metrics[f"uncond{J - 1}/{k}"] = metrics[f"uncond/{k}"]  # the sampled baseline is the last of the family
     metrics["sampling/seconds_ada"] = lr_res["seconds_ada"]
     metrics["sampling/seconds_uncond"] = lr_res["seconds_uncond"]
     metrics["sampling/audio_seconds_per_model"] = n * scfg["seconds"]

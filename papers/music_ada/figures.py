@@ -51,8 +51,14 @@ def spectrograms(record, out):
     a = record.result("audio")
     sr = int(a["sr"])
     names = [("real", "real (held-out)"), ("recon_vq", "VQ-VAE reconstruction"),
-             ("recon_amae", "AMAE reconstruction"), ("ada", "ADA hierarchy sample"),
-             ("uncond", "unconditional WaveNet sample")]
+             ("recon_amae", "AMAE reconstruction"), ("ada", "ADA hierarchy sample")]
+    info = record.result("long_range").get("uncond_info", [])
+    for j, i in enumerate(info):  # the receptive-field family, shortest first; the last is saved as "uncond"
+        k = "uncond" if j == len(info) - 1 else i["key"]
+        if k in a:
+            names.append((k, f"unconditional WaveNet sample (receptive field {i['receptive_field_ms']:.0f} ms)"))
+    if not info:
+        names.append(("uncond", "unconditional WaveNet sample"))
     fig, axes = plotting.subplots(len(names), 1, figsize=(8, 1.5 * len(names)))
     for ax, (k, title) in zip(axes, names):
         x = mu_law_decode(a[k][0].long())
@@ -64,19 +70,28 @@ def spectrograms(record, out):
         ax.grid(False)
         _wav(Path(out) / f"{k}.wav", a[k][0], sr)
     axes[-1].set(xlabel="seconds")
-    return plotting.save(fig, Path(out) / "spectrograms.png", dpi=60)  # noisy images compress badly
+    return plotting.save(fig, Path(out) / "spectrograms.png", dpi=48)  # noisy images compress badly
 
 
 def long_range(record, out):
     """Chroma correlation within a sample minus across samples, vs time lag, for held-out
-    real excerpts, ADA-hierarchy samples and unconditional-WaveNet samples; the key and
-    onset-rate metrics in the legend."""
+    real excerpts, ADA-hierarchy samples and the samples of each unconditional WaveNet
+    (growing receptive fields, held-out NLL in the label); the key, onset-rate and
+    >= 10 s chroma metrics in the legend."""
     lr = record.result("long_range")
-    fig, ax = plotting.subplots(figsize=(7, 3.6))
-    for k, label in (("real", "real (held-out)"), ("ada", "ADA hierarchy"), ("uncond", "unconditional WaveNet")):
+    fig, ax = plotting.subplots(figsize=(7.5, 4.0))
+    models = [("real", "real (held-out)", "-"), ("ada", "ADA hierarchy", "-")]
+    info = lr.get("uncond_info", [])
+    for j, i in enumerate(info):  # the family of unconditional WaveNets, shortest receptive field first
+        k = "uncond" if j == len(info) - 1 else i["key"]
+        models.append((k, f"WaveNet RF {i['receptive_field_ms']:.0f} ms ({i['bits']:.2f} bit)", "--"))
+    if not info:
+        models.append(("uncond", "unconditional WaveNet", "--"))
+    for k, label, ls in models:
         r = lr[k]
-        ax.plot(r["curve"]["lags"], r["curve"]["excess"], marker="o", ms=3,
-                label=f"{label}: key excess {r['key_excess']:.2f}, onset ICC {r['onset_icc']:.2f}")
+        ax.plot(r["curve"]["lags"], r["curve"]["excess"], marker="o", ms=3, ls=ls,
+                label=f"{label}: key exc. {r['key_excess']:.2f}, onset ICC {r['onset_icc']:.2f}, "
+                      f">=10 s {r['chroma_long_excess']:.3f}")
     ax.axvline(10, color="grey", ls=":")
     ax.axhline(0, color="black", lw=0.6)
     ax.set(xlabel="lag (s)", ylabel="chroma corr. within - across samples",

@@ -34,16 +34,35 @@ import torch.nn.functional as F
 
 class WaveNet(nn.Module):
     def __init__(self, classes: int = 256, residual: int = 32, skip: int = 64,
-                 dilations: tuple = (1, 2, 4, 8, 16, 32), cond_dim: int = 0, hop: int = 1):
+                 dilations: tuple = (1, 2, 4, 8, 16, 32), cond_dim: int = 0, hop: int = 1,
+                 scalar_input: bool = False):
         super().__init__()
         self.classes, self.residual, self.dilations, self.hop = classes, residual, tuple(dilations), hop
-        self.cond_dim = cond_dim
+        self.cond_dim, self.skip_channels = cond_dim, skip
         self.embed = nn.Embedding(classes + 1, residual)  # index ``classes``: the start token
+        # scalar_input (audio): the input vector of class c is embed[c] + level(c) * amp, with
+        # level(c) the companded amplitude in [-1, 1] (0 for the start token); still a
+        # lookup table, but neighbouring levels start out similar (faster learning).
+        self.scalar_input = scalar_input
+        if scalar_input:
+            self.amp = nn.Parameter(torch.randn(residual))
+            self.register_buffer("levels", torch.cat([2 * torch.arange(classes).float() / (classes - 1) - 1,
+                                                      torch.zeros(1)]), persistent=False)
         self.dil = nn.ModuleList(nn.Conv1d(residual, 2 * residual, 2, dilation=d) for d in self.dilations)
         self.cond = nn.ModuleList(nn.Conv1d(cond_dim, 2 * residual, 1) for _ in self.dilations) if cond_dim else None
         self.out = nn.ModuleList(nn.Conv1d(residual, residual + skip, 1) for _ in self.dilations)
         self.head1 = nn.Conv1d(skip, skip, 1)
         self.head2 = nn.Conv1d(skip, classes, 1)
+
+    def input_table(self) -> torch.Tensor:
+        """(classes + 1, residual): the input vector of each class (and the start token)."""
+        if self.scalar_input:
+            return self.embed.weight + self.levels[:, None] * self.amp
+        return self.embed.weight
+
+    def embed_input(self, prev: torch.Tensor) -> torch.Tensor:
+        """(B, T) classes -> (B, T, residual) input vectors."""
+        return F.embedding(prev, self.input_table())
 
     @property
     def receptive_field(self) -> int:
@@ -56,7 +75,7 @@ class WaveNet(nn.Module):
     def trunk(self, prev: torch.Tensor, conds: list | None) -> torch.Tensor:
         """Logits at positions whose previous tokens are ``prev`` (B, T); ``conds``: the
         per-layer conditioning already at rate T (or None)."""
-        h = self.embed(prev).transpose(1, 2)
+        h = self.embed_input(prev).transpose(1, 2)
         skip = 0
         for i, (d, conv, out) in enumerate(zip(self.dilations, self.dil, self.out)):
             a = conv(F.pad(h, (d, 0)))
@@ -98,13 +117,14 @@ class WaveNet(nn.Module):
         H2, b2 = self.head2.weight[:, :, 0].t().contiguous(), self.head2.bias
         if self.cond is not None:
             cproj = [proj(c).permute(2, 0, 1).contiguous() for proj in self.cond]  # (Tc, n, 2R)
+        table = self.input_table()
         bufs = [torch.zeros(d, n, R, device=dev) for d in self.dilations]
         prev = torch.full((n,), self.classes, dtype=torch.long, device=dev)
         out = torch.empty(n, steps, dtype=torch.long, device=dev)
         logits_all = torch.empty(n, self.classes, steps, device=dev) if return_logits else None
         it = range(steps) if progress is None else progress(range(steps))
         for t in it:
-            h = self.embed.weight[prev]
+            h = table[prev]
             skip = None
             for i, d in enumerate(self.dilations):
                 slot = t % d
@@ -142,6 +162,59 @@ class WaveNet(nn.Module):
                                       .clamp_(1e-10, 1 - 1e-7)))
             prev[:, t + 1] = (logits + g).argmax(1)
         return prev[:, 1:]
+
+
+@torch.no_grad()
+def generate_many(nets: list, n: int, steps: int, generator=None, temperature: float = 1.0,
+                  return_logits: bool = False, progress=None):
+    """``n`` samples of ``steps`` from each of several unconditional WaveNets at once: the
+    cached sampler of ``WaveNet.generate`` with the models stacked (one batched matrix
+    product per layer and step for all of them), so sampling M models costs about one
+    Python loop instead of M.  The nets must share classes, channels and the number of
+    layers; their dilations may differ (the growing-receptive-field baselines).  Each
+    layer keeps one circular buffer of the largest dilation among the models; model m
+    reads its input from ``d_m`` steps back.  Returns (M, n, steps) long (and the logits
+    (M, n, classes, steps) if asked)."""
+    M_, first = len(nets), nets[0]
+    L, R, C = len(first.dilations), first.residual, first.classes
+    for net in nets:
+        assert net.cond is None and len(net.dilations) == L and net.residual == R and net.classes == C
+    dev = first.embed.weight.device
+    stack = lambda f: torch.stack([f(net) for net in nets])  # noqa: E731
+    table = stack(lambda net: net.input_table())  # (M, C + 1, R)
+    W = [stack(lambda net: torch.cat([net.dil[i].weight[:, :, 1], net.dil[i].weight[:, :, 0]], 1).t())
+         for i in range(L)]  # (M, 2R, 2R)
+    bd = [stack(lambda net: net.dil[i].bias)[:, None] for i in range(L)]
+    Wo = [stack(lambda net: net.out[i].weight[:, :, 0].t()) for i in range(L)]
+    bo = [stack(lambda net: net.out[i].bias)[:, None] for i in range(L)]
+    H1, b1 = stack(lambda net: net.head1.weight[:, :, 0].t()), stack(lambda net: net.head1.bias)[:, None]
+    H2, b2 = stack(lambda net: net.head2.weight[:, :, 0].t()), stack(lambda net: net.head2.bias)[:, None]
+    dils = [torch.tensor([net.dilations[i] for net in nets], device=dev) for i in range(L)]
+    span = [int(d.max()) for d in dils]
+    bufs = [torch.zeros(s, M_, n, R, device=dev) for s in span]
+    ar = torch.arange(M_, device=dev)
+    prev = torch.full((M_, n), C, dtype=torch.long, device=dev)
+    out = torch.empty(M_, n, steps, dtype=torch.long, device=dev)
+    logits_all = torch.empty(M_, n, C, steps, device=dev) if return_logits else None
+    it = range(steps) if progress is None else progress(range(steps))
+    for t in it:
+        h = table[ar[:, None], prev]  # (M, n, R)
+        skip = None
+        for i in range(L):
+            past = bufs[i][(t - dils[i]) % span[i], ar]  # unwritten slots (t < d) are zeros
+            a = torch.baddbmm(bd[i], torch.cat([h, past], 2), W[i])
+            bufs[i][t % span[i]] = h
+            z = torch.tanh(a[..., :R]) * torch.sigmoid(a[..., R:])
+            o = torch.baddbmm(bo[i], z, Wo[i])
+            h = h + o[..., :R]
+            skip = o[..., R:] if skip is None else skip + o[..., R:]
+        logits = torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, torch.relu(skip), H1)), H2)
+        if return_logits:
+            logits_all[..., t] = logits
+        g = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator, device=dev).clamp_(1e-10, 1 - 1e-7)))
+        prev = (logits / temperature + g).argmax(-1)
+        out[..., t] = prev
+    return (out, logits_all) if return_logits else out
 
 
 # ------------------------------------------------------------------ encoder and quantisers
@@ -219,13 +292,15 @@ class ADA(nn.Module):
 
     def __init__(self, classes: int, quantiser: str, codes: int, dim: int = 32, enc_channels: int = 64,
                  downsamples: int = 3, residual: int = 32, skip: int = 64,
-                 dilations: tuple = (1, 2, 4, 8, 16, 32), beta: float = 0.25, diversity: float = 1.0):
+                 dilations: tuple = (1, 2, 4, 8, 16, 32), beta: float = 0.25, diversity: float = 1.0,
+                 scalar_input: bool = False):
         super().__init__()
         qdim = codes if quantiser == "amae" else dim
         self.encoder = Encoder(classes, qdim, enc_channels, downsamples)
         self.quantiser = (ArgmaxQuantiser(codes, diversity) if quantiser == "amae"
                           else VectorQuantiser(codes, dim, beta))
-        self.decoder = WaveNet(classes, residual, skip, dilations, cond_dim=qdim, hop=self.encoder.hop)
+        self.decoder = WaveNet(classes, residual, skip, dilations, cond_dim=qdim, hop=self.encoder.hop,
+                               scalar_input=scalar_input)
         self.codes, self.hop = codes, self.encoder.hop
 
     def loss(self, x: torch.Tensor):
