@@ -480,6 +480,13 @@ def _cw_chunk(model, x, y, targeted, kappa, c0, search_steps, steps, lr, abort_e
 #   SpatialTransformAttack does, couples the step sizes and stops all images together).
 # - the result per sample is, among the iterates that reached the goal (target class,
 #   or any wrong class), the one of smallest flow loss; the last iterate where none did.
+# - optional second start (``warm_start=r``, ``warm_iter=k``): the objective is not
+#   convex and L-BFGS from zero flow stops in a local minimum that still fails for many
+#   (image, target) pairs (papers/stadv README, diagnosis).  A second run first
+#   minimises the objective with tau' = r * tau for k iterations from the same start,
+#   then the paper's objective (tau) from there for ``max_iter`` iterations; per sample
+#   the result of the two runs with the LOWER paper objective L_adv + tau * L_flow is
+#   returned, so the objective being minimised stays the paper's.
 #   With kappa = 0 the optimum sits on the decision boundary, so the last iterate can
 #   fall on either side of it; C&W keep the best adversarial the same way.
 # Warping: ``grid_sample`` with align_corners=True, so flow is in pixels and pixel
@@ -664,7 +671,7 @@ def stadv(model, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | Non
           init: str = "zero", max_iter: int = 200, history: int = 10, gtol: float = 1e-5,
           ftol: float = 1e-9, max_ls: int = 20, padding: str = "border", bounds=(0.0, 1.0),
           batch_size: int | None = None, generator: torch.Generator | None = None,
-          return_info: bool = False):
+          warm_start: float | None = None, warm_iter: int = 0, return_info: bool = False):
     """stAdv (Xiao et al. 2018; notes above this function): the flow f minimising
     L_adv(warp(x, f)) + tau * L_flow(f) per sample, by per-sample L-BFGS from ``init``.
     Untargeted (``target=None``): L_adv pushes the true label ``y`` below the runner-up;
@@ -672,7 +679,11 @@ def stadv(model, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | Non
     adversarial images (N, C, H, W); with ``return_info`` also a dict of per-sample
     tensors: ``flow`` (N, 2, H, W), ``success``, ``flow_loss``, ``iterations``,
     ``evaluations``, ``status`` (LBFGS_STATUS) and ``pred``.  ``batch_size`` bounds the
-    samples per optimisation (each sample's result does not depend on it)."""
+    samples per optimisation (each sample's result does not depend on it).
+    ``warm_start`` (a ratio r > 0) adds the second start of the notes above (``warm_iter``
+    iterations at r * tau, then ``max_iter`` at tau); info then also has ``objective``
+    (the paper's objective at the returned flow), ``second`` (the second run won) and
+    counts the iterations and evaluations of both runs."""
     lo, hi = check_inputs(model, x, y, bounds, "stadv")
     if x.dim() != 4:
         raise AttackInputError(f"stadv: x must be images (N, C, H, W), got shape {tuple(x.shape)}")
@@ -689,6 +700,8 @@ def stadv(model, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | Non
         raise AttackInputError("stadv: padding must be 'border' or 'zeros'")
     if not (tau >= 0 and kappa >= 0 and eps >= 0 and max_iter >= 0 and history >= 1):
         raise AttackInputError("stadv: need tau, kappa, eps, max_iter >= 0 and history >= 1")
+    if warm_start is not None and not (warm_start > 0 and warm_iter >= 1):
+        raise AttackInputError("stadv: warm_start needs a ratio > 0 and warm_iter >= 1")
     if padding == "zeros" and lo > 0:
         raise AttackInputError("stadv: zero padding leaves the box when its lower bound is > 0")
     targeted = target is not None
@@ -705,13 +718,47 @@ def stadv(model, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | Non
     outs = []
     with frozen(model):
         for s in range(0, n, chunk):
-            outs.append(_stadv_chunk(model, x[s:s + chunk], goal[s:s + chunk], flow0[s:s + chunk],
-                                     targeted, tau, kappa, neighbourhood, eps, padding,
-                                     dict(max_iter=max_iter, history=history, gtol=gtol, ftol=ftol,
-                                          max_ls=max_ls)))
+            xs, gs, fs = x[s:s + chunk], goal[s:s + chunk], flow0[s:s + chunk]
+            common = (targeted, kappa, neighbourhood, eps, padding)
+            opt = dict(history=history, gtol=gtol, ftol=ftol, max_ls=max_ls)
+            out = _stadv_chunk(model, xs, gs, fs, targeted, tau, kappa, neighbourhood, eps, padding,
+                               dict(max_iter=max_iter, **opt))
+            if warm_start is not None:
+                warm = _stadv_chunk(model, xs, gs, fs, targeted, warm_start * tau, kappa, neighbourhood,
+                                    eps, padding, dict(max_iter=warm_iter, **opt))
+                second = _stadv_chunk(model, xs, gs, warm["flow"], targeted, tau, kappa, neighbourhood,
+                                      eps, padding, dict(max_iter=max_iter, **opt))
+                out = _pick_lower(model, xs, gs, tau, common, out, second, warm)
+            outs.append(out)
     info = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     adv = info.pop("adv")
     return (adv, info) if return_info else adv
+
+
+def stadv_objective(model, x, goal, flow, targeted, tau, kappa=0.0, neighbourhood="4", eps=1e-8,
+                    padding="border") -> torch.Tensor:
+    """The stAdv objective L_adv(warp(x, flow)) + tau * L_flow(flow) per sample (N,)."""
+    with torch.no_grad():
+        logits = model(flow_warp(x, flow, padding))
+        return cw_margin_loss(logits, goal, targeted, kappa) + tau * flow_loss(flow, neighbourhood, eps)
+
+
+def _pick_lower(model, x, goal, tau, common, first, second, warm):
+    """Per sample, the result (of ``first`` and ``second``) of lower paper objective."""
+    targeted, kappa, neighbourhood, eps, padding = common
+    o1 = stadv_objective(model, x, goal, first["flow"], targeted, tau, kappa, neighbourhood, eps, padding)
+    o2 = stadv_objective(model, x, goal, second["flow"], targeted, tau, kappa, neighbourhood, eps, padding)
+    use = o2 < o1
+    out = {}
+    for k, v in first.items():
+        if k in ("iterations", "evaluations"):
+            out[k] = v + second[k] + warm[k]
+        else:
+            u = use.view(-1, *([1] * (v.dim() - 1)))
+            out[k] = torch.where(u, second[k], v)
+    out["objective"] = torch.where(use, o2, o1)
+    out["second"] = use
+    return out
 
 
 def _stadv_chunk(model, x, goal, flow0, targeted, tau, kappa, neighbourhood, eps, padding, opt):

@@ -167,6 +167,41 @@ def test_stadv_result_does_not_depend_on_the_batch():
     assert len(set(info["iterations"].tolist())) > 1  # the images stopped at different iterations
 
 
+def test_second_start_returns_the_lower_paper_objective():
+    """warm_start: per sample, the result of lower L_adv + tau * L_flow among the zero
+    start and the (tau / 10 -> tau) start, each run on its own here."""
+    model = tiny_cnn(2)
+    x = images(6, seed=3)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    t = (y + 2) % 5
+    tau, kw = 0.05, dict(max_iter=30, ftol=1e-9)
+    _, one = A.stadv(model, x, y, target=t, tau=tau, return_info=True, **kw)
+    adv, two = A.stadv(model, x, y, target=t, tau=tau, warm_start=0.1, warm_iter=15, return_info=True, **kw)
+    opt = dict(max_iter=30, history=10, gtol=1e-5, ftol=1e-9, max_ls=20)
+    warm = A._stadv_chunk(model, x, t, torch.zeros_like(one["flow"]), True, 0.1 * tau, 0.0, "4", 1e-8,
+                          "border", {**opt, "max_iter": 15})
+    second = A._stadv_chunk(model, x, t, warm["flow"], True, tau, 0.0, "4", 1e-8, "border", opt)
+
+    def objective(flow):  # by hand: C&W margin of the warped image + tau * flow loss
+        with torch.no_grad():
+            z = model(A.flow_warp(x, flow))
+        other = z.masked_fill(nn.functional.one_hot(t, 5).bool(), -math.inf).amax(1)
+        return (other - z.gather(1, t[:, None])[:, 0]).clamp_min(0) + tau * A.flow_loss(flow)
+
+    o1, o2 = objective(one["flow"]), objective(second["flow"])
+    assert torch.allclose(two["objective"], torch.minimum(o1, o2), atol=1e-10)
+    assert torch.equal(two["second"], o2 < o1)
+    for i in range(len(x)):
+        src = second if o2[i] < o1[i] else one
+        assert torch.allclose(two["flow"][i], src["flow"][i], atol=1e-12)
+        assert two["success"][i] == src["success"][i]
+    assert torch.equal(two["iterations"], one["iterations"] + warm["iterations"] + second["iterations"])
+    assert torch.allclose(adv, A.flow_warp(x, two["flow"]), atol=1e-12)
+    with pytest.raises(A.AttackInputError, match="warm_start"):
+        A.stadv(model, x, y, target=t, warm_start=0.1, warm_iter=0)
+
+
 def scipy_reference(model, x, t, tau, maxiter):
     """One image at a time: SciPy's L-BFGS-B (no bounds) on the same objective."""
     from scipy.optimize import fmin_l_bfgs_b
