@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import torch
 
 from common.attacks import AttackInputError
+from common.robustness import predict
 
 VERSIONS: dict[str, tuple[tuple[str, dict], ...]] = {
     "standard": (("apgd-ce", {"steps": 100}), ("apgd-t", {"steps": 100, "targets": 9}),
@@ -117,13 +118,6 @@ class AutoAttackResult:
     seconds: dict = field(default_factory=dict)
 
 
-@torch.no_grad()
-def _predict(model, x, batch_size):
-    if len(x) == 0:
-        return torch.zeros(0, dtype=torch.long, device=x.device)
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-
-
 def run_autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf",
                    version="standard", n_classes: int = 10, seed: int = 0,
                    batch_size: int = 250) -> AutoAttackResult:
@@ -144,7 +138,7 @@ def run_autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm:
     devices = [x.device.index or 0] if x.is_cuda else []
     x, y = x.detach(), y.detach()
     with torch.random.fork_rng(devices=devices):
-        clean = _predict(model, x, batch_size) == y
+        clean = predict(model, x, batch_size) == y
         robust = clean.clone()
         x_adv = x.clone()
         res = AutoAttackResult(x_adv, robust, clean, {"clean": 100.0 * clean.float().mean().item()})
@@ -160,7 +154,7 @@ def run_autoattack(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm:
                 d = (adv - x[idx]).flatten(1)
                 size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
                 valid = (size <= eps + tol) & (adv.flatten(1).amin(1) >= 0) & (adv.flatten(1).amax(1) <= 1)
-                fooled = valid & (_predict(model, adv, batch_size) != y[idx])
+                fooled = valid & (predict(model, adv, batch_size) != y[idx])
                 x_adv[idx[fooled]] = adv[fooled]
                 robust[idx[fooled]] = False
             res.seconds[name] = time.perf_counter() - t0

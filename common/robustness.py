@@ -45,7 +45,9 @@ Attack = Callable[..., torch.Tensor]  # attack(model, x, y, eps) -> x_adv (fixed
 
 @torch.no_grad()
 def predict(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted labels, batched, on x's device."""
+    """Predicted labels, batched, on x's device (an empty batch gives an empty tensor)."""
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.long, device=x.device)
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 

@@ -104,8 +104,8 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, cf
     m = scfg["iterative_images"]
     out["clean_iterative_images"] = accuracy(model, x[:m], y[:m])
     if cfg["autoattack"] is not None:
-        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator(f"{name}/autoattack")))
-        aa = run_autoattack(model, x[:m], y[:m], top, norm="linf", version=cfg["autoattack"], seed=seed)
+        aa = run_autoattack(model, x[:m], y[:m], top, norm="linf", version=cfg["autoattack"],
+                            seed=ctx.seed_for(f"{name}/autoattack"))
         out[f"autoattack_{top:g}"] = 100.0 * aa.robust.float().mean().item()
         out[f"worst_{top:g}"] = 100.0 * (iterative_at_top & aa.robust).float().mean().item()
         out["autoattack_seconds"] = sum(aa.seconds.values())

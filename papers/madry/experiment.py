@@ -88,8 +88,8 @@ def evaluate_model(ctx: RunContext, kind: str, model, data: dict, setup_cfg: dic
     ctx.log(f"[{kind}] eps {eps}: " + ", ".join(f"{k} {v:.2f}%" for k, v in out.items()))
     if cfg["autoattack"] is not None:
         aa = run_autoattack(model, x, y, eps, norm="linf", version=cfg["autoattack"],
-                            seed=int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator(f"{kind}/autoattack"))))
-        out["autoattack"] = aa.accuracy[list(aa.accuracy)[-1]]
+                            seed=ctx.seed_for(f"{kind}/autoattack"))
+        out["autoattack"] = 100.0 * aa.robust.float().mean().item()
         out["worst_case"] = 100.0 * (res["correct"]["union"] & aa.robust).float().mean().item()
         out.update({f"autoattack/{name}": acc for name, acc in aa.accuracy.items() if name != "clean"})
         out["autoattack_seconds"] = sum(aa.seconds.values())

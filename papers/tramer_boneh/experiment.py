@@ -111,8 +111,8 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, tc
     if ecfg["autoattack"] is not None:
         union_worst = res["correct"]["union"].clone()
         for norm in ("linf", "l2"):
-            seed = int(torch.randint(2 ** 31 - 1, (1,), generator=ctx.generator(f"{name}/autoattack/{norm}")))
-            aa = run_autoattack(model, x, y, tcfg["eps"][norm], norm=norm, version=ecfg["autoattack"], seed=seed)
+            aa = run_autoattack(model, x, y, tcfg["eps"][norm], norm=norm, version=ecfg["autoattack"],
+                                seed=ctx.seed_for(f"{name}/autoattack/{norm}"))
             worst = res["correct"][norm] & aa.robust
             union_worst &= aa.robust
             out[f"{norm}_autoattack"] = 100.0 * aa.robust.float().mean().item()
