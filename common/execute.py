@@ -27,6 +27,7 @@ import gin
 import torch
 
 from common import atomic
+from common.allocator import keep_freed_memory
 from common import device as devices
 from common.context import RunContext
 from common.records import RunRecord, find_run, runs_root
@@ -318,13 +319,14 @@ def execute(exp: Experiment, *, profile=None, seed=0, device="auto", bindings=()
 def _execute_locked(exp, *, profile, seed, dev, bindings, data_dir, quiet, deterministic,
                     download, amp, argv, run_dir, config_text, before, runs_dir) -> None:
     argv = list(argv or sys.argv)
+    allocator = keep_freed_memory()
     command = shlex.join(["python", "-m", "registry", *argv[1:]])
     attempt = {"git": git_info(), "command": command, "started": _now()}
     meta = {
         "experiment": exp.name, "paper": exp.paper.title, "profile": profile, "seed": seed,
         "status": "running", "command": before.get("command", command),
         "gin_bindings": bindings, "data_dir": data_dir, "deterministic": deterministic,
-        "amp": amp, "threads": torch.get_num_threads(),
+        "amp": amp, "threads": torch.get_num_threads(), "allocator": allocator,
         "device": str(dev), "device_name": devices.describe(dev),
         "git": before.get("git", attempt["git"]),
         "versions": versions(),
