@@ -4,8 +4,9 @@
 git commit and dirty flag (of the first attempt; each ``--resume`` adds its own
 under ``resumes``), library versions, device and its name, threads, amp, the
 C allocator's settings (``common.allocator``), wall-clock, CPU time and
-device-hours, and status (running, complete, failed, interrupted).  Everything that can be checked before work starts is checked
-first: the profile file, every gin binding's name and type, the device.
+device-hours, and status (running, complete, failed, interrupted).  Everything
+that can be checked before work starts is checked first: the profile file, every
+gin binding's name and type, the device.
 """
 
 from __future__ import annotations
