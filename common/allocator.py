@@ -15,8 +15,10 @@ model, took 1.9x less in a single measurement).
 :func:`keep_freed_memory` stops glibc from serving requests by ``mmap`` and turns
 trimming off, so freed buffers are reused from the heap.  Nothing numerical changes;
 the cost is that the process keeps its peak heap until it exits.
-``execute`` calls it before every run; set ``REPRO_MALLOC_DEFAULTS=1`` to keep glibc's
-defaults.  On other C libraries (macOS, musl) it does nothing and says so.
+``python -m registry run`` (every sweep worker included) calls it before the run, and
+``run.json`` records :func:`in_effect`; a process that calls ``execute`` itself (the
+test suite) keeps glibc's defaults.  Set ``REPRO_MALLOC_DEFAULTS=1`` to keep them in
+runs too.  On other C libraries (macOS, musl) it does nothing and says so.
 """
 from __future__ import annotations
 
@@ -55,3 +57,8 @@ def keep_freed_memory() -> str:
             _applied = ("glibc malloc: heap only (no mmap), no trimming" if mmap_ok and trim_ok
                         else "C library defaults (mallopt refused)")
     return _applied
+
+
+def in_effect() -> str:
+    """What :func:`keep_freed_memory` set in this process, or glibc's defaults."""
+    return _applied or "C library defaults"

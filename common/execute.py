@@ -28,7 +28,7 @@ import gin
 import torch
 
 from common import atomic
-from common.allocator import keep_freed_memory
+from common.allocator import in_effect as allocator_in_effect
 from common import device as devices
 from common.context import RunContext
 from common.records import RunRecord, find_run, runs_root
@@ -320,7 +320,7 @@ def execute(exp: Experiment, *, profile=None, seed=0, device="auto", bindings=()
 def _execute_locked(exp, *, profile, seed, dev, bindings, data_dir, quiet, deterministic,
                     download, amp, argv, run_dir, config_text, before, runs_dir) -> None:
     argv = list(argv or sys.argv)
-    allocator = keep_freed_memory()
+    allocator = allocator_in_effect()
     command = shlex.join(["python", "-m", "registry", *argv[1:]])
     attempt = {"git": git_info(), "command": command, "started": _now()}
     meta = {

@@ -66,8 +66,10 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from common.allocator import keep_freed_memory
     from common.execute import execute  # torch and gin: only for the commands that run
 
+    keep_freed_memory()  # a run's own process only (not a test process calling execute)
     exp = get(args.name)
     record = execute(
         exp, profile=args.profile, seed=args.seed, device=args.device,
