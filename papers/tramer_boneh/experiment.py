@@ -63,7 +63,8 @@ def evaluate(eval_steps=100, eval_restarts=40, eval_l1_step=0.5, curve_steps=20,
     2.5 eps / 100); curves with a cheaper PGD.  ``autoattack``: a ``common.autoattack``
     version run at the L-inf and L2 budgets on the same images (metrics
     ``<norm>_autoattack``, ``<norm>_worst``: the per-image worst case with the PGD of
-    that norm, and ``union_worst``), or None to skip it."""
+    that norm, and ``union_worst``; with ``extra_images``, ``union_best_worst``: also C&W and
+    the boundary attack on that subset), or None to skip it."""
     return dict(eval_steps=eval_steps, eval_restarts=eval_restarts, eval_l1_step=eval_l1_step,
                 curve_steps=curve_steps, curve_restarts=curve_restarts,
                 curve_grid={n: tuple(g) for n, g in curve_grid}, cw_steps=cw_steps,
@@ -108,13 +109,16 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, tc
     attacks = M.evaluation_attacks(ecfg, gen)
     res = R.robust_accuracy(model, x, y, attacks, tcfg["eps"])
     out = {"clean": res["clean"], **{norm: res[norm] for norm in M.NORMS}, "union": res["union"]}
+    aa_robust = None  # survives AutoAttack at every norm it covers (L-inf and L2)
     if ecfg["autoattack"] is not None:
         union_worst = res["correct"]["union"].clone()
+        aa_robust = torch.ones_like(union_worst)
         for norm in ("linf", "l2"):
             aa = run_autoattack(model, x, y, tcfg["eps"][norm], norm=norm, version=ecfg["autoattack"],
                                 seed=ctx.seed_for(f"{name}/autoattack/{norm}"))
             worst = res["correct"][norm] & aa.robust
             union_worst &= aa.robust
+            aa_robust &= aa.robust
             out[f"{norm}_autoattack"] = 100.0 * aa.robust.float().mean().item()
             out[f"{norm}_worst"] = 100.0 * worst.float().mean().item()
             out[f"{norm}_autoattack_seconds"] = sum(aa.seconds.values())
@@ -133,6 +137,8 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, tc
                     "l2_cw_median": R.median(d_cw), "l2_boundary_median": R.median(d_bd)})
         others = res["correct"]["linf"][:k] & res["correct"]["l1"][:k]
         out["union_best"] = 100.0 * (others & (best > eps2)).float().mean().item()
+        if aa_robust is not None:  # and AutoAttack at L-inf and L2, on the same subset
+            out["union_best_worst"] = 100.0 * (others & (best > eps2) & aa_robust[:k]).float().mean().item()
     ctx.log(f"[{name}] " + ", ".join(f"{key} {v:.1f}%" for key, v in out.items() if "median" not in key
                                      and key != "extra_images" and not key.endswith("seconds")))
     m = scfg["curve_images"]

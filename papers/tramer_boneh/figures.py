@@ -13,14 +13,18 @@ NORM = {"linf": "L-inf", "l1": "L1", "l2": "L2"}
 
 def accuracy_table(record, out):
     """Accuracy (%) of each network (rows) clean, under each norm's attack at its eps, and
-    against the union of the three (the paper's Table layout)."""
+    against the union of the three (the paper's Table layout); where AutoAttack ran, also
+    the per-image worst case of PGD and AutoAttack at L-inf and L2 and on the union."""
     m, cfg = record.metrics, record.result("config")
     eps = cfg["train"]["eps"]
     models = [n for n in cfg["setup"]["models"] if f"{n}/clean" in m]
     cols = ["clean", "linf", "l1", "l2", "union"]
     heads = ["clean", f"L-inf {eps['linf']:g}", f"L1 {eps['l1']:g}", f"L2 {eps['l2']:g}", "all (union)"]
+    if any(f"{n}/union_worst" in m for n in models):
+        cols += ["linf_worst", "l2_worst", "union_worst"]
+        heads += ["L-inf\n+AutoAttack", "L2\n+AutoAttack", "union\n+AutoAttack"]
     values = [[m.get(f"{n}/{c}") for c in cols] for n in models]
-    fig, ax = plotting.subplots(1, 1, figsize=(6.8, 0.55 * len(models) + 1.4))
+    fig, ax = plotting.subplots(1, 1, figsize=(1.3 * len(cols) + 0.3, 0.55 * len(models) + 1.4))
     grid = [[v if v is not None else float("nan") for v in row] for row in values]
     ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
     for i, row in enumerate(values):
@@ -30,8 +34,9 @@ def accuracy_table(record, out):
     ax.set_yticks(range(len(models)), [NAMES.get(n, n) for n in models], fontsize=8)
     ax.grid(False)
     ev = cfg["evaluate"]
+    aa = f"; AutoAttack ({ev['autoattack']})" if len(cols) > 5 else ""
     ax.set_title(f"accuracy (%), {cfg['setup']['eval_images']} test images; PGD/SLIDE "
-                 f"{ev['eval_steps']} steps x {ev['eval_restarts']} restarts", fontsize=9)
+                 f"{ev['eval_steps']} steps x {ev['eval_restarts']} restarts{aa}", fontsize=9)
     return plotting.save(fig, out / "accuracy_table")
 
 
