@@ -6,6 +6,10 @@ a resumed CMA-ES state, and the real game's wrapper."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -249,3 +253,19 @@ def test_done_probability_undoes_the_loss_weighting():
     env.reset()
     _, _, term, _, _ = env.step(torch.zeros(4000, 1))
     assert term.float().mean().item() == pytest.approx(p, abs=0.006)
+
+
+def _square_or_die(j):
+    if j == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer, or the VizDoom segfault that once hung CI
+    return j * j
+
+
+def test_parallel_map_keeps_order_and_fails_on_a_dead_worker():
+    from registry import ReproError
+
+    assert E.parallel_map(_square_or_die, [0, 1, 2, 4, 5], workers=2) == [0, 1, 4, 16, 25]
+    t0 = time.monotonic()
+    with pytest.raises(ReproError, match="died"):
+        E.parallel_map(_square_or_die, list(range(6)), workers=2)
+    assert time.monotonic() - t0 < 30  # raised, not left waiting for the lost job

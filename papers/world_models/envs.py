@@ -27,12 +27,15 @@ import multiprocessing as mp
 import os
 import tempfile
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from papers.world_models import method as M
+from registry import ReproError
 
 MAX_STEPS = 2100
 
@@ -237,19 +240,28 @@ def rollout(env, policy, seed=None, options=None, max_steps: int = MAX_STEPS) ->
 # ----------------------------------------------------------------------------- workers
 def parallel_map(fn, jobs: list, workers: int, progress=None):
     """``[fn(job) for job in jobs]`` in ``workers`` forked processes (one thread
-    each), in order; ``progress`` wraps the iterator (a tqdm bar)."""
+    each), in order; ``progress`` wraps the iterator (a tqdm bar).
+
+    A worker that dies (a VizDoom segfault, the OOM killer) raises ``ReproError``
+    instead of leaving the run waiting: ``multiprocessing.Pool`` replaces a dead worker
+    and waits forever for the job it lost, ``ProcessPoolExecutor`` marks itself broken."""
     wrap = progress or (lambda it, **kw: it)
     if workers <= 1:
         return [fn(j) for j in wrap(jobs, total=len(jobs))]
-    pool = mp.get_context("fork").Pool(workers, initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init)
     try:
-        out = list(wrap(pool.imap(fn, jobs), total=len(jobs)))
-        pool.close()  # workers exit normally and run their finalizers (closing the games)
-        pool.join()
-        return out
-    except BaseException:
-        pool.terminate()
+        out = list(wrap(pool.map(fn, jobs), total=len(jobs)))
+    except BrokenProcessPool as exc:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise ReproError(f"a worker process of {getattr(fn, '__name__', fn)} died ({exc}); "
+                         f"the run stops here and --resume continues from its last checkpoint") from None
+    except BaseException:  # Ctrl-C or a job's own error: stop the other workers now
+        for proc in list((pool._processes or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
+    pool.shutdown(wait=True)  # workers return and run their finalizers (closing the games)
+    return out
 
 
 def _worker_init():
