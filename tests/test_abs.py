@@ -63,6 +63,51 @@ def test_batched_inference_equals_per_class_loop(steps):
     torch.testing.assert_close(model(x), -ours / 784)
 
 
+def test_inference_decoder_equals_the_grouped_decoder_and_its_gradient():
+    """BatchNorm folded, the first layer as a matmul, the transposed convolutions by the
+    backward-data kernel, ELU by its max form: the same function of z, the same z-gradient."""
+    vaes = _vaes()
+    fast = M.InferenceDecoder(vaes)
+    z = torch.randn(5, 10, 8, generator=torch.Generator().manual_seed(2))
+    w = torch.rand(5, 10, 28, 28, generator=torch.Generator().manual_seed(3))
+    outs, grads = [], []
+    for decode in (vaes.decode, fast):
+        zz = z.clone().requires_grad_(True)
+        out = decode(zz)
+        (g,) = torch.autograd.grad((out * w).sum(), zz)
+        outs.append(out.detach())
+        grads.append(g)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64).requires_grad_(True)
+    torch.testing.assert_close(M._ELU.apply(x), torch.nn.functional.elu(x), rtol=0, atol=1e-15)
+    assert torch.autograd.gradcheck(M._ELU.apply, (x[x.abs() > 1e-3].detach().requires_grad_(True),))
+
+
+def test_fast_path_and_adam_batches_give_the_reference_scores():
+    vaes = _vaes()
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    ref = M.ABS(vaes, n_samples=300, steps=4, fast=False, adam_batch=None).infer(x)
+    for batch in (None, 2):
+        ours = M.ABS(vaes, n_samples=300, steps=4, adam_batch=batch).infer(x)
+        torch.testing.assert_close(ours["scores"], ref["scores"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(ours["z"], ref["z"], rtol=1e-3, atol=1e-3)
+
+
+def test_decoder_and_bank_follow_the_vaes_weights():
+    """The frozen decoder and the decoded bank are rebuilt after the weights change."""
+    vaes = _vaes()
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    model = M.ABS(vaes, n_samples=200, steps=2)
+    before = model.infer(x)["scores"]
+    with torch.no_grad():
+        vaes.decoder[0].weight.mul_(1.5)
+    after = model.infer(x)["scores"]
+    fresh = M.ABS(vaes, n_samples=200, steps=2, fast=False).infer(x)["scores"]
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, fresh, rtol=1e-4, atol=1e-3)
+
+
 def test_groups_do_not_mix():
     vaes = _vaes()
     z = torch.randn(4, 10, 8)
