@@ -5,7 +5,8 @@ classifier and a Madry-style PGD-trained CNN -- under L2, L-inf and L0 attacks.
 Per model: clean accuracy on the first ``eval_images`` test images; on the first
 ``attack_images`` of them, every attack of the suite: PGD with a per-sample budget
 found by bisection, transfer from the vanilla CNN, the boundary attack,
-salt-and-pepper then the pointwise attack, and for the ABS models Latent Descent.
+salt-and-pepper then the pointwise attack, AutoAttack at the L2 and L-inf
+thresholds on the baselines, and for the ABS models Latent Descent.
 Every adversarial any attack finds is re-checked on the model itself (for ABS: the
 full model with its 8,000-latent bank and 50 Adam steps, after the attack ran on a
 cheaper copy; a candidate that does not fool the full model is pushed further
@@ -32,6 +33,7 @@ from common import attacks as A
 from common import decision_attacks as D
 from common import robustness as R
 from common.adversarial import madry_train, mnist_arrays
+from common.autoattack import run_autoattack
 from common.context import RunContext
 from common.device import WallTimer
 from common.train import batches, count_parameters, cross_entropy_loss, to_device, train_epoch
@@ -89,8 +91,8 @@ def inference(n_samples=8000, steps=50, lr=0.05, radius=5.0, binary_slope=10.0,
 @gin.configurable(module="abs")
 def attacks(l2_max=5.0, linf_max=0.5, pgd_search=8, pgd_steps=50, boundary_steps=5000, sp_steps=1000,
             pointwise_passes=10, latent_coarse=51, latent_fine=10, extend=(1.0, 1.1, 1.25, 1.5, 2.0),
-            refine_steps=8, sparsify_steps=10, decision_on_abs=True,
-            thresholds=(("l2", 1.5), ("linf", 0.3), ("l0", 12.0)),
+            refine_steps=8, sparsify_steps=10, decision_on_abs=True, autoattack="standard",
+            autoattack_on_abs=False, thresholds=(("l2", 1.5), ("linf", 0.3), ("l0", 12.0)),
             distal_images=20, distal_steps=100, distal_lr=1.0, distal_momentum=0.95):
     """The attack suite (module docstring) and the paper's thresholds.  PGD: per
     sample, bisection over its budget in [0, ``l2_max``] / [0, ``linf_max``]
@@ -98,11 +100,15 @@ def attacks(l2_max=5.0, linf_max=0.5, pgd_search=8, pgd_steps=50, boundary_steps
     bisection steps on the full model along each sample's best L2 / L-inf
     adversarial; ``sparsify_steps``: bisection steps over the number of pixels of
     the sparsified attack (L0); ``decision_on_abs``: run the decision-based attacks
-    (boundary, salt-and-pepper + pointwise) on the ABS models too."""
+    (boundary, salt-and-pepper + pointwise) on the ABS models too; ``autoattack``: a
+    ``common.autoattack`` version run at the L2 and L-inf thresholds on the baselines
+    (and with ``autoattack_on_abs`` on the ABS models' gradient copies), its
+    adversarials entering each sample's best over attacks (None: not run)."""
     return dict(l2_max=l2_max, linf_max=linf_max, pgd_search=pgd_search, pgd_steps=pgd_steps,
                 boundary_steps=boundary_steps, sp_steps=sp_steps, pointwise_passes=pointwise_passes,
                 latent_coarse=latent_coarse, latent_fine=latent_fine, extend=tuple(extend),
                 refine_steps=refine_steps, sparsify_steps=sparsify_steps, decision_on_abs=decision_on_abs,
+                autoattack=autoattack, autoattack_on_abs=autoattack_on_abs,
                 thresholds=dict(thresholds),
                 distal_images=distal_images, distal_steps=distal_steps, distal_lr=distal_lr,
                 distal_momentum=distal_momentum)
@@ -259,6 +265,11 @@ def attack_suite(ctx: RunContext, name: str, models: dict, x, y, cnn, cfg: dict)
         run("boundary", lambda: D.boundary_attack(query_m, x, y, steps=cfg["boundary_steps"], generator=gen))
         run("pointwise", lambda: D.pointwise(query_m, x, y, init_steps=cfg["sp_steps"],
                                              max_passes=cfg["pointwise_passes"], generator=gen))
+    if cfg["autoattack"] is not None and (cfg["autoattack_on_abs"] or not isinstance(full, M.ABS)):
+        for norm in ("l2", "linf"):  # at the paper's thresholds; verified below like every attack
+            run(f"autoattack_{norm}", lambda: run_autoattack(
+                grad_m, x, y, cfg["thresholds"][norm], norm=norm, version=cfg["autoattack"],
+                seed=ctx.seed_for(f"{name}/autoattack/{norm}")).x_adv)
     if isinstance(full, M.ABS):
         run("latent_descent", lambda: M.latent_descent(grad_m, x, y, cfg["latent_coarse"], cfg["latent_fine"]))
     labels = list(found)
