@@ -35,7 +35,7 @@ def targeted_grid(record, out):
     for ax, name in zip(axes[0], names):
         ex = record.result(f"examples_{name}")
         grid, failed = _mosaic(ex)
-        ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")  # small PNG
         for d, t in failed.nonzero().tolist():
             ax.add_patch(plotting.plt().Rectangle((t * 28 - 0.5, d * 28 - 0.5), 28, 28, fill=False,
                                                   edgecolor="red", linewidth=1.2))
