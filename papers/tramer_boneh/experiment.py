@@ -122,6 +122,9 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, tc
             out[f"{norm}_autoattack"] = 100.0 * aa.robust.float().mean().item()
             out[f"{norm}_worst"] = 100.0 * worst.float().mean().item()
             out[f"{norm}_autoattack_seconds"] = sum(aa.seconds.values())
+            for component, acc in aa.accuracy.items():  # the cascade's running worst case
+                if component != "clean":
+                    out[f"{norm}_autoattack/{component}"] = acc
         out["union_worst"] = 100.0 * union_worst.float().mean().item()
     k = min(scfg["extra_images"], n)
     if k:  # C&W and the boundary attack, best over attacks per sample (L2)
@@ -140,7 +143,7 @@ def evaluate_model(ctx: RunContext, name: str, model, data: dict, scfg: dict, tc
         if aa_robust is not None:  # and AutoAttack at L-inf and L2, on the same subset
             out["union_best_worst"] = 100.0 * (others & (best > eps2) & aa_robust[:k]).float().mean().item()
     ctx.log(f"[{name}] " + ", ".join(f"{key} {v:.1f}%" for key, v in out.items() if "median" not in key
-                                     and key != "extra_images" and not key.endswith("seconds")))
+                                     and key != "extra_images" and not key.endswith("seconds") and "/" not in key))
     m = scfg["curve_images"]
     curves = {}
     cfg_curve = {**ecfg, "eval_steps": ecfg["curve_steps"], "eval_restarts": ecfg["curve_restarts"],
