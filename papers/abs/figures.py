@@ -76,7 +76,10 @@ def accuracy_vs_perturbation(record, out):
         ax.set_title(f"{NORM_LABEL[norm]}: best of all attacks per image", fontsize=9)
     axes[0].legend(fontsize=7)
     n = record.metrics.get("attack_images", "?")
-    fig.suptitle(f"{n} test images attacked; stars: the paper's accuracy at its threshold", fontsize=9)
+    aa = cfg["attacks"].get("autoattack")
+    note = (f"; AutoAttack ({aa}) attacks the baselines at the L2 and L-inf thresholds only, hence their "
+            f"drops there" if aa else "")
+    fig.suptitle(f"{n} test images attacked; stars: the paper's accuracy at its threshold{note}", fontsize=9)
     return plotting.save(fig, out / "accuracy_vs_perturbation")
 
 
